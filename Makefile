@@ -1,0 +1,63 @@
+# The two commands of the README: `make run` and `make test`. Each sets up what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+
+UV_VERSION := 0.13.8
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+TYPED := libs/common/src services/invoice/src
+API_PORT := 8102
+
+.PHONY: help setup run test lint typecheck deploy-check pytest bench token
+
+help:
+	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
+	@echo "make test   - lint, types, deployment files and the test suite"
+	@echo "make bench  - the listing benchmark (docs/benchmarks.md)"
+	@echo "make token  - an access token for a local user, for curl"
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml services/invoice/pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+setup: $(VENV)/.synced
+
+run: setup
+	$(BIN)/python scripts/devstack.py provision
+	@echo
+	@echo "Invoice API:  http://127.0.0.1:$(API_PORT)/api/invoices"
+	@echo "OpenAPI docs: http://127.0.0.1:$(API_PORT)/docs"
+	@echo "A token:      make token"
+	@echo
+	$(BIN)/honcho start -f deploy/local/Procfile -d .
+
+token: setup
+	@$(BIN)/python scripts/dev_issuer.py token $(USER_ID)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy $(TYPED)
+
+deploy-check: setup
+	$(BIN)/hadolint services/invoice/Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+pytest: setup
+	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
+	$(BIN)/pytest
+
+test: lint typecheck deploy-check pytest
+
+bench: setup
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_listing.py

@@ -1,0 +1,59 @@
+"""The FastAPI application shell every service shares: lifespan, middleware, errors, health."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from common.auth import JwksCache, TokenVerifier
+from common.config import BaseServiceSettings
+from common.db import create_engine, create_sessionmaker
+from common.errors import install_error_handlers
+from common.health import router as health_router
+from common.logging import configure_logging
+from common.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+
+
+def create_service_app(
+    settings: BaseServiceSettings,
+    *,
+    title: str,
+    description: str,
+    version: str = "0.1.0",
+    configure: Callable[[FastAPI], None],
+) -> FastAPI:
+    """An app with the database engine, token verifier and shared middleware in place."""
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(
+            settings.database_url.get_secret_value(), settings.database_pool_size
+        )
+        async with httpx.AsyncClient() as http:
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.sessionmaker = create_sessionmaker(engine)
+            app.state.token_verifier = TokenVerifier(
+                JwksCache(settings.auth_jwks_url, http),
+                issuer=settings.auth_issuer,
+                audience=settings.auth_audience,
+            )
+            try:
+                yield
+            finally:
+                await engine.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health_router)
+    configure(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,132 @@
+"""Access-token verification against the user service's JWKS.
+
+Every service checks tokens itself: signature by a key from the JWKS, RS256 only, issuer,
+audience, expiry and a subject that is a user id. The key set is cached and fetched again
+when a token names a key id the cache does not hold (the signing keys rotate).
+"""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, Request
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from common.errors import Unauthorized
+from common.logging import get_logger
+
+ALLOWED_ALGORITHMS = ("RS256",)
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AuthenticatedUser:
+    """The owner a request acts for, from a verified access token."""
+
+    id: uuid.UUID
+    claims: dict[str, Any]
+
+
+class JwksCache:
+    """The signing keys, refreshed on an unknown key id but no more often than the floor."""
+
+    def __init__(
+        self,
+        jwks_url: str,
+        http: httpx.AsyncClient,
+        max_age_seconds: float = 600,
+        refresh_floor_seconds: float = 5,
+    ) -> None:
+        self.jwks_url = jwks_url
+        self.http = http
+        self.max_age_seconds = max_age_seconds
+        self.refresh_floor_seconds = refresh_floor_seconds
+        self._keys = KeySet([])
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str) -> Any:
+        """The public key with this id, or None when the issuer does not publish it."""
+        if time.monotonic() - self._fetched_at > self.max_age_seconds:
+            await self._refresh()
+        key = self._find(kid)
+        if key is None and time.monotonic() - self._fetched_at > self.refresh_floor_seconds:
+            await self._refresh()
+            key = self._find(kid)
+        return key
+
+    def _find(self, kid: str) -> Any:
+        for key in self._keys.keys:
+            if key.kid == kid:
+                return key
+        return None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            try:
+                response = await self.http.get(self.jwks_url, timeout=5)
+                response.raise_for_status()
+                self._keys = KeySet.import_key_set(response.json())
+            except (httpx.HTTPError, ValueError, JoseError) as exc:
+                # Keep the keys we had: a short outage of the user service logs nobody out.
+                log.warning("jwks_fetch_failed", error_type=type(exc).__name__)
+            self._fetched_at = time.monotonic()
+
+
+class TokenVerifier:
+    """Turns a bearer token into an AuthenticatedUser or raises Unauthorized."""
+
+    def __init__(self, keys: JwksCache, issuer: str, audience: str) -> None:
+        self.keys = keys
+        self.claims_registry = jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            sub={"essential": True},
+        )
+
+    async def verify(self, token: str) -> AuthenticatedUser:
+        """Check the token fully; the reason for a refusal is logged, never returned."""
+        try:
+            header = jws.extract_compact(token.encode()).protected
+        except (JoseError, ValueError):
+            raise Unauthorized() from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALLOWED_ALGORITHMS or not isinstance(kid, str):
+            log.info("token_refused", reason="algorithm_or_kid", alg=str(alg))
+            raise Unauthorized()
+        key = await self.keys.key_for(kid)
+        if key is None:
+            log.info("token_refused", reason="unknown_kid")
+            raise Unauthorized()
+        try:
+            decoded = jwt.decode(token, key, algorithms=list(ALLOWED_ALGORITHMS))
+            self.claims_registry.validate(decoded.claims)
+            user_id = uuid.UUID(str(decoded.claims["sub"]))
+        except (JoseError, ValueError, KeyError) as exc:
+            log.info("token_refused", reason=type(exc).__name__)
+            raise Unauthorized() from None
+        return AuthenticatedUser(id=user_id, claims=dict(decoded.claims))
+
+
+def _bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    return token.strip()
+
+
+async def current_user(request: Request) -> AuthenticatedUser:
+    """The dependency behind CurrentUser: the app's verifier checks the bearer token."""
+    verifier: TokenVerifier = request.app.state.token_verifier
+    user = await verifier.verify(_bearer_token(request))
+    request.state.user_id = user.id
+    return user
+
+
+CurrentUser = Annotated[AuthenticatedUser, Depends(current_user)]

@@ -1,0 +1,53 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+# Values that exist so a fresh clone runs; production refuses to start with any of them.
+DEVELOPMENT_PLACEHOLDER = "dev-only-change-me"
+
+
+def shared(name: str) -> AliasChoices:
+    """An alias read without the service prefix, for settings all services share."""
+    return AliasChoices(name)
+
+
+class BaseServiceSettings(BaseSettings):
+    """Configuration read from the environment; subclasses set `env_prefix`."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    service_name: str = "service"
+    environment: Environment = Field("development", validation_alias=shared("ENVIRONMENT"))
+    log_level: str = Field("INFO", validation_alias=shared("LOG_LEVEL"))
+    log_format: Literal["console", "json"] = Field("console", validation_alias=shared("LOG_FORMAT"))
+
+    database_url: SecretStr
+    database_pool_size: int = 10
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092", validation_alias=shared("KAFKA_BOOTSTRAP_SERVERS")
+    )
+
+    auth_jwks_url: str = Field(
+        "http://127.0.0.1:8101/.well-known/jwks.json", validation_alias=shared("AUTH_JWKS_URL")
+    )
+    auth_issuer: str = Field("ledgerline", validation_alias=shared("AUTH_ISSUER"))
+    auth_audience: str = Field("ledgerline", validation_alias=shared("AUTH_AUDIENCE"))
+
+    # The largest request body the service reads; the gateway has its own, lower, limit.
+    max_body_bytes: int = 1_048_576
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> "BaseServiceSettings":
+        if self.environment != "production":
+            return self
+        for name, value in self:
+            secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(secret, str) and DEVELOPMENT_PLACEHOLDER in secret:
+                raise ValueError(f"{name} still holds the development placeholder")
+        return self

@@ -1,0 +1,79 @@
+"""The async engine and sessions of one service schema, and its declarative base."""
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import BINARY, Dialect, MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+# Constraint and index names that stay the same in every migration and every schema.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+}
+
+
+class ServiceBase(DeclarativeBase):
+    """Each service derives its own base from this, so services never share a metadata."""
+
+    __abstract__ = True
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """An engine on the service's own schema; READ COMMITTED keeps listings lock-free."""
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        isolation_level="READ COMMITTED",
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded values after commit, for building the response."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed when the endpoint returns, before the reply."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+# scope="function" makes the commit run before the response is sent, so a failed commit
+# becomes an error reply rather than a success the database never kept.
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+
+
+class BinaryUUID(TypeDecorator[uuid.UUID]):
+    """A UUID stored in 16 bytes: every secondary index repeats the primary key, so the
+    key's width is paid once per index entry."""
+
+    impl = BINARY(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: uuid.UUID | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else value.bytes
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> uuid.UUID | None:
+        return None if value is None else uuid.UUID(bytes=bytes(value))

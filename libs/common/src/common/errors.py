@@ -1,0 +1,118 @@
+"""One error base class that carries its HTTP status, rendered as RFC 9457 problem+json."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.logging import get_logger
+
+PROBLEM_JSON = "application/problem+json"
+log = get_logger(__name__)
+
+
+class ProblemError(Exception):
+    """A domain error that becomes a problem+json reply; subclasses name the fact."""
+
+    status: int = 400
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, *, field: str | None = None, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.extensions = extensions
+        self.headers: dict[str, str] = {}
+
+
+class NotFound(ProblemError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    title = "Conflict"
+
+
+class InvalidInput(ProblemError):
+    status = 422
+    title = "Invalid input"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str = "A valid access token is required") -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+    title = "Payload too large"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """The one place a problem document is built."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _field_error(error: dict[str, Any]) -> dict[str, Any]:
+    location = [str(part) for part in error.get("loc", ())]
+    where = location[0] if location else "request"
+    field = ".".join(location[1:]) or where
+    # Pydantic's message only; the rejected input is not echoed, it may hold a secret.
+    return {"field": field, "in": where, "message": error.get("msg", "is invalid")}
+
+
+async def _handle_problem(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+    return problem_response(
+        exc.status, exc.title, exc.detail, errors=errors, headers=exc.headers, **exc.extensions
+    )
+
+
+async def _handle_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_field_error(error) for error in exc.errors()]
+    fields = ", ".join(sorted({error["field"] for error in errors}))
+    return problem_response(422, "Invalid input", f"Invalid value for: {fields}", errors=errors)
+
+
+async def _handle_http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+    return problem_response(
+        exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
+    )
+
+
+async def _handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return problem_response(500, "Internal error", "The request could not be completed")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error the app can raise as problem+json."""
+    app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
+    app.add_exception_handler(Exception, _handle_unexpected)

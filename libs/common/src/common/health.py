@@ -1,0 +1,43 @@
+"""Liveness and readiness: live means the process answers, ready means its database and the
+broker answer too, so a load balancer sends traffic only where it can be served."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.kafka import broker_answers
+
+router = APIRouter(tags=["health"])
+
+
+async def database_answers(engine: AsyncEngine) -> bool:
+    """True when `SELECT 1` succeeds on the service's schema."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+    except (DBAPIError, OSError):
+        return False
+
+
+@router.get("/health/live", summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "UP"}
+
+
+@router.get("/health/ready", summary="The database and the broker answer")
+async def ready(request: Request) -> JSONResponse:
+    checks = {
+        "database": await database_answers(request.app.state.engine),
+        "broker": await broker_answers(request.app.state.settings.kafka_bootstrap_servers),
+    }
+    up = all(checks.values())
+    return JSONResponse(
+        {
+            "status": "UP" if up else "DOWN",
+            "checks": {name: "UP" if ok else "DOWN" for name, ok in checks.items()},
+        },
+        status_code=200 if up else 503,
+    )

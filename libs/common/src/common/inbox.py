@@ -1,0 +1,189 @@
+"""The consumer side: an inbox row per handled event, so a redelivered event changes nothing.
+
+The inbox row and the handler's effects commit in one transaction, and the offset is committed
+only after it. A failing handler is retried with backoff; after the last attempt the message
+goes to the consumer group's dead-letter topic. A database or broker outage is not a failure
+of the message: the consumer waits and tries the same message again, for as long as it takes.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from sqlalchemy import DateTime, String, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from common.events import CloudEvent
+from common.kafka import create_producer, ensure_topics
+from common.logging import get_logger
+from common.outbox import utcnow
+from common.runtime import sleep_unless
+
+log = get_logger(__name__)
+
+Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+
+
+class InboxMessageMixin:
+    """Columns of a service's `inbox_messages` table: one row per (consumer, event) handled."""
+
+    __tablename__ = "inbox_messages"
+
+    consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    handled_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    if TYPE_CHECKING:
+        # The declarative base of the service that maps this mixin supplies the constructor.
+        def __init__(self, **columns: Any) -> None: ...
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A lost connection or an unreachable server, as opposed to a bad message."""
+    if isinstance(exc, (OSError, KafkaError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # MySQL client errors 2000-2099 are connection failures ("can't connect", "gone away").
+        code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+        return isinstance(code, int) and 2000 <= code < 2100
+    return False
+
+
+class EventConsumer:
+    """Runs one consumer group over some topics, dispatching by event type."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: list[str],
+        handlers: dict[str, Handler],
+        sessionmaker: async_sessionmaker[AsyncSession],
+        inbox_model: type[InboxMessageMixin],
+        bootstrap_servers: str,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 0.5,
+    ) -> None:
+        self.name = name
+        self.topics = topics
+        self.handlers = handlers
+        self.sessionmaker = sessionmaker
+        self.inbox_model = inbox_model
+        self.bootstrap_servers = bootstrap_servers
+        self.max_attempts = max_attempts
+        self.retry_base_seconds = retry_base_seconds
+        self.dead_letter_topic = f"{name}.dlt"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until stop is set, reconnecting after broker outages."""
+        delay = 0.5
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                *self.topics,
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=self.name,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            producer = create_producer(self.bootstrap_servers)
+            try:
+                await ensure_topics(self.bootstrap_servers, [*self.topics, self.dead_letter_topic])
+                await consumer.start()
+                await producer.start()
+                delay = 0.5
+                while not stop.is_set():
+                    batches = await consumer.getmany(timeout_ms=500, max_records=100)
+                    for partition, records in batches.items():
+                        for record in records:
+                            await self._process(record, producer, stop)
+                            if stop.is_set():
+                                break
+                            await consumer.commit({partition: record.offset + 1})
+            except (KafkaError, OSError) as exc:
+                log.warning(
+                    "consumer_waiting",
+                    consumer=self.name,
+                    error_type=type(exc).__name__,
+                    retry_in=delay,
+                )
+                await sleep_unless(stop, delay)
+                delay = min(delay * 2, 10)
+            finally:
+                await consumer.stop()
+                await producer.stop()
+
+    async def _process(
+        self, record: ConsumerRecord, producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> None:
+        try:
+            event = CloudEvent.model_validate_json(record.value)
+        except (ValidationError, ValueError, TypeError):
+            await self._dead_letter(record, producer, "undecodable envelope")
+            return
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            return
+        attempt = 0
+        with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
+            while not stop.is_set():
+                try:
+                    await self._handle_once(event, handler)
+                    return
+                except Exception as exc:
+                    if _is_outage(exc):
+                        log.warning("consumer_dependency_down", error_type=type(exc).__name__)
+                        await sleep_unless(stop, 2)
+                        continue
+                    attempt += 1
+                    log.warning(
+                        "event_handler_failed", attempt=attempt, error_type=type(exc).__name__
+                    )
+                    if attempt >= self.max_attempts:
+                        await self._dead_letter(record, producer, type(exc).__name__)
+                        return
+                    await sleep_unless(stop, self.retry_base_seconds * 2 ** (attempt - 1))
+
+    async def _handle_once(self, event: CloudEvent, handler: Handler) -> None:
+        inbox = self.inbox_model
+        async with self.sessionmaker() as session, session.begin():
+            seen = await session.scalar(
+                select(inbox.event_id).where(
+                    inbox.consumer == self.name, inbox.event_id == event.id
+                )
+            )
+            if seen is not None:
+                log.debug("event_already_handled")
+                return
+            session.add(inbox(consumer=self.name, event_id=event.id))
+            try:
+                await session.flush()
+            except IntegrityError:
+                # Another member of the group handled it a moment ago.
+                await session.rollback()
+                return
+            await handler(session, event)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord, producer: AIOKafkaProducer, reason: str
+    ) -> None:
+        await producer.send_and_wait(
+            self.dead_letter_topic,
+            value=record.value,
+            key=record.key,
+            headers=[
+                *(record.headers or ()),
+                ("x-dead-letter-reason", reason.encode()),
+                ("x-original-topic", record.topic.encode()),
+                ("x-original-offset", str(record.offset).encode()),
+            ],
+        )
+        log.error("event_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)

@@ -1,0 +1,87 @@
+"""Pytest fixtures every service's tests reuse: real MySQL, a real Kafka-protocol broker,
+throwaway schemas, and a token issuer whose JWKS the services fetch over HTTP."""
+
+import asyncio
+import contextlib
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncmy
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from common.events import CloudEvent
+from common.testing.identity import TestIssuer
+from common.testing.servers import MysqlServer, find_kafka, find_mysql
+
+
+def _stop_all(stack: list[Any]) -> None:
+    for item in reversed(stack):
+        if isinstance(item, subprocess.Popen):
+            item.terminate()
+            item.wait(timeout=10)
+        else:
+            item.stop()
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MysqlServer]:
+    stack: list[Any] = []
+    try:
+        yield find_mysql(stack)
+    finally:
+        _stop_all(stack)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    stack: list[Any] = []
+    try:
+        yield find_kafka(stack)
+    finally:
+        _stop_all(stack)
+
+
+@pytest.fixture(scope="session")
+def test_issuer() -> Iterator[TestIssuer]:
+    issuer = TestIssuer().start()
+    yield issuer
+    issuer.stop()
+
+
+async def _admin_execute(server: MysqlServer, statement: str) -> None:
+    connection = await asyncmy.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password
+    )
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(server: MysqlServer, prefix: str) -> AsyncIterator[str]:
+    """A new empty schema for one test session, dropped afterwards; yields its async URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    await _admin_execute(
+        server, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    )
+    try:
+        yield server.url(name)
+    finally:
+        await _admin_execute(server, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+async def next_event(
+    consumer: AIOKafkaConsumer, predicate: Any, within_seconds: float = 20
+) -> CloudEvent:
+    """The first event on the consumer's topics that matches, or a failed test."""
+    async with asyncio.timeout(within_seconds):
+        async for record in consumer:
+            event = CloudEvent.model_validate_json(record.value)
+            if predicate(event):
+                return event
+    raise AssertionError("the consumer stopped before a matching event arrived")

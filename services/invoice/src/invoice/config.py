@@ -1,0 +1,33 @@
+"""Settings of the invoice service, read from INVOICE_* and the shared variables."""
+
+from datetime import timedelta
+from functools import lru_cache
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from common.config import DEVELOPMENT_PLACEHOLDER, BaseServiceSettings
+
+
+class InvoiceSettings(BaseServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INVOICE_", extra="ignore")
+
+    service_name: str = "invoice"
+    database_url: SecretStr = SecretStr(
+        f"mysql+asyncmy://invoice_svc:{DEVELOPMENT_PLACEHOLDER}@127.0.0.1:3306/invoice_svc"
+    )
+    # Signs listing cursors so a client cannot forge a position it was never given.
+    cursor_secret: SecretStr = SecretStr(DEVELOPMENT_PLACEHOLDER)
+    default_currency: str = "USD"
+    # Seed 001's clients create invoices without a due date: they are due net 30.
+    default_payment_terms_days: int = 30
+    past_due_sweep_seconds: float = 60
+
+    @property
+    def default_payment_terms(self) -> timedelta:
+        return timedelta(days=self.default_payment_terms_days)
+
+
+@lru_cache
+def get_settings() -> InvoiceSettings:
+    return InvoiceSettings()

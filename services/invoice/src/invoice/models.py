@@ -1,0 +1,99 @@
+"""Tables of the invoice_svc schema."""
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from common.db import BinaryUUID, ServiceBase
+from common.ids import uuid7
+from common.inbox import InboxMessageMixin
+from common.outbox import OutboxMessageMixin, utcnow
+
+
+class Base(ServiceBase):
+    __abstract__ = True
+
+
+class InvoiceStatus(StrEnum):
+    """Stored as text; listings sorted by status follow this text's alphabetical order."""
+
+    PENDING = "pending"
+    PAST_DUE = "past_due"
+    PAID = "paid"
+    VOID = "void"
+
+
+OPEN_STATUSES = (InvoiceStatus.PENDING, InvoiceStatus.PAST_DUE)
+
+
+class Client(Base):
+    """Someone an owner bills."""
+
+    __tablename__ = "clients"
+    __table_args__ = (Index(None, "owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Invoice(Base):
+    """One invoice an owner sent to one of their clients.
+
+    `client_name` is a copy of the client's name so one index can filter and sort the
+    owner's invoices by it. The listing indexes each begin with the owner and end with the
+    columns of a sort key, so every filter and sort of the listing reads one index in order
+    (see docs/listing.md for which index serves which query).
+    """
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        Index("ix_invoices_owner_due_client", "owner_id", "due_date", "client_name"),
+        Index("ix_invoices_owner_client_due", "owner_id", "client_name", "due_date"),
+        Index(
+            "ix_invoices_owner_status_due_client", "owner_id", "status", "due_date", "client_name"
+        ),
+        Index(
+            "ix_invoices_owner_status_client_due", "owner_id", "status", "client_name", "due_date"
+        ),
+        Index(
+            "ix_invoices_owner_due_status_client", "owner_id", "due_date", "status", "client_name"
+        ),
+        # The past-due sweep looks across all owners for pending invoices by due date.
+        Index("ix_invoices_status_due", "status", "due_date"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(500))
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.PENDING)
+    due_date: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class OutboxMessage(OutboxMessageMixin, Base):
+    """Events waiting to be published to invoice.events."""
+
+
+class InboxMessage(InboxMessageMixin, Base):
+    """Events this service's consumers have handled."""

@@ -1,0 +1,181 @@
+"""Queries of the invoice service. Repositories read and stage; they never commit."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from invoice.models import Client, Invoice, InvoiceStatus
+
+# The sort key of each order: the named column, then tie-breakers, then the id. Ties are
+# broken by columns that are also in the index, so the order is total and index-backed.
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "due_date": ("due_date", "client_name"),
+    "status": ("status", "due_date", "client_name"),
+    "client_name": ("client_name", "due_date"),
+}
+
+
+@dataclass(frozen=True)
+class InvoiceFilter:
+    """Seed 000's filters; every field is optional."""
+
+    client_name_prefix: str | None = None
+    status: InvoiceStatus | None = None
+    due_date: date | None = None
+
+
+def listing_index(order_by: str, filters: InvoiceFilter) -> str:
+    """The index whose column order serves this filter and sort without a filesort.
+
+    Equality filters come first in the index, then the sort key; a client-name prefix is
+    checked inside the index (every listing index holds client_name), not by reading rows.
+    """
+    by_status, by_due = filters.status is not None, filters.due_date is not None
+    if by_status and by_due:
+        return "ix_invoices_owner_status_due_client"
+    if by_due:
+        return (
+            "ix_invoices_owner_due_status_client"
+            if order_by == "status"
+            else "ix_invoices_owner_due_client"
+        )
+    if by_status:
+        return (
+            "ix_invoices_owner_status_client_due"
+            if order_by == "client_name"
+            else "ix_invoices_owner_status_due_client"
+        )
+    return {
+        "due_date": "ix_invoices_owner_due_client",
+        "status": "ix_invoices_owner_status_due_client",
+        "client_name": "ix_invoices_owner_client_due",
+    }[order_by]
+
+
+def sort_columns(order_by: str, filters: InvoiceFilter) -> list[str]:
+    """The sort key without the columns an equality filter already fixes."""
+    fixed = {
+        name
+        for name, value in (("status", filters.status), ("due_date", filters.due_date))
+        if value is not None
+    }
+    return [name for name in SORT_KEYS[order_by] if name not in fixed]
+
+
+def _column(name: str) -> InstrumentedAttribute[Any]:
+    column: InstrumentedAttribute[Any] = getattr(Invoice, name)
+    return column
+
+
+def _after(columns: list[str], values: list[Any], last_id: uuid.UUID, descending: bool) -> Any:
+    """Rows strictly after the cursor in the sort order, spelled as nested OR/AND so the
+    range optimizer turns it into index ranges (row-value comparison is not optimized by
+    every MySQL flavour)."""
+    beyond = Invoice.id < last_id if descending else Invoice.id > last_id
+    for name, value in reversed(list(zip(columns, values, strict=True))):
+        column = _column(name)
+        past = column < value if descending else column > value
+        beyond = or_(past, and_(column == value, beyond))
+    return beyond
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def invoice_listing(
+    owner_id: uuid.UUID,
+    filters: InvoiceFilter,
+    order_by: str,
+    descending: bool,
+    after: tuple[list[Any], uuid.UUID] | None,
+    limit: int,
+) -> Select[Invoice]:
+    """The listing query; `after` is the last row's sort key values and id."""
+    columns = sort_columns(order_by, filters)
+    conditions: list[ColumnElement[bool]] = [Invoice.owner_id == owner_id]
+    if filters.status is not None:
+        conditions.append(Invoice.status == filters.status)
+    if filters.due_date is not None:
+        conditions.append(Invoice.due_date == filters.due_date)
+    if filters.client_name_prefix is not None:
+        conditions.append(
+            Invoice.client_name.like(escape_like(filters.client_name_prefix) + "%", escape="\\")
+        )
+    if after is not None:
+        values, last_id = after
+        conditions.append(_after(columns, values, last_id, descending))
+    ordering = [*(_column(name) for name in columns), Invoice.id]
+    return (
+        select(Invoice)
+        .with_hint(Invoice, f"FORCE INDEX ({listing_index(order_by, filters)})", "mysql")
+        .where(*conditions)
+        .order_by(*(c.desc() if descending else c.asc() for c in ordering))
+        .limit(limit)
+    )
+
+
+async def list_invoices(session: AsyncSession, query: Select[Invoice]) -> Sequence[Invoice]:
+    return (await session.scalars(query)).all()
+
+
+async def get_invoice(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID, *, for_update: bool = False
+) -> Invoice | None:
+    query = select(Invoice).where(Invoice.id == invoice_id, Invoice.owner_id == owner_id)
+    if for_update:
+        query = query.with_for_update()
+    return await session.scalar(query)
+
+
+async def get_client(session: AsyncSession, owner_id: uuid.UUID, client_id: int) -> Client | None:
+    return await session.scalar(
+        select(Client).where(Client.id == client_id, Client.owner_id == owner_id)
+    )
+
+
+async def clients_by_id(
+    session: AsyncSession, owner_id: uuid.UUID, client_ids: set[int]
+) -> dict[int, Client]:
+    if not client_ids:
+        return {}
+    rows = await session.scalars(
+        select(Client).where(Client.owner_id == owner_id, Client.id.in_(client_ids))
+    )
+    return {client.id: client for client in rows}
+
+
+async def list_clients(
+    session: AsyncSession, owner_id: uuid.UUID, after: tuple[str, int] | None, limit: int
+) -> Sequence[Client]:
+    """The owner's clients by name, then id."""
+    query = select(Client).where(Client.owner_id == owner_id)
+    if after is not None:
+        name, last_id = after
+        query = query.where(or_(Client.name > name, and_(Client.name == name, Client.id > last_id)))
+    query = query.order_by(Client.name, Client.id).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def pending_past_due(session: AsyncSession, today: date, limit: int) -> Sequence[Invoice]:
+    """Pending invoices due before today, locked; rows another worker holds are skipped."""
+    query = (
+        select(Invoice)
+        .where(Invoice.status == InvoiceStatus.PENDING, Invoice.due_date < today)
+        .order_by(Invoice.due_date)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def rename_client_on_invoices(session: AsyncSession, client_id: int, name: str) -> None:
+    await session.execute(
+        update(Invoice).where(Invoice.client_id == client_id).values(client_name=name)
+    )

@@ -1,0 +1,147 @@
+"""API models: the platform's own (`/api/...`) and seed 001's contract (`/invoice...`)."""
+
+import re
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from invoice.models import InvoiceStatus
+
+# An amount of money: positive, at most 12 digits with 2 after the point, never a float.
+Money = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+# Seed 000 spells "past due" with a space; the stored and returned value is "past_due".
+StatusFilter = Annotated[
+    InvoiceStatus,
+    BeforeValidator(lambda v: v.replace(" ", "_") if isinstance(v, str) else v),
+]
+IsoDate = Annotated[
+    date, BeforeValidator(lambda v: _strict_iso_date(v)), Field(description="Y-m-d")
+]
+ListLimit = Annotated[int, Field(ge=1, le=100)]
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _strict_iso_date(value: Any) -> Any:
+    # Pydantic would also take timestamps and datetimes; the contract is Y-m-d only.
+    if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date formatted as Y-m-d")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClientCreate(Strict):
+    name: Name
+    email: EmailStr
+
+
+class ClientRead(BaseModel):
+    id: int
+    name: str
+    email: str
+    created_at: datetime
+
+
+class ClientPage(BaseModel):
+    items: list[ClientRead]
+    next_cursor: str | None
+
+
+class InvoiceCreate(Strict):
+    client_id: int = Field(ge=1)
+    description: Description
+    amount: Money
+    currency: Currency | None = Field(None, description="ISO 4217; the platform default if omitted")
+    due_date: IsoDate | None = Field(None, description="Y-m-d; net 30 if omitted")
+
+
+class InvoiceRead(BaseModel):
+    id: uuid.UUID
+    client_id: int
+    client_name: str
+    description: str
+    amount: Decimal = Field(description="A decimal string, exact to the cent")
+    currency: str
+    status: InvoiceStatus
+    due_date: date
+    created_at: datetime
+    updated_at: datetime
+
+
+class InvoicePage(BaseModel):
+    items: list[InvoiceRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
+
+
+class InvoiceListQuery(Strict):
+    """Seed 000's filters and sort, plus cursor pagination."""
+
+    client_name: Name | None = Field(None, description="Client names starting with this text")
+    status: StatusFilter | None = None
+    due_date: IsoDate | None = None
+    order_by: Literal["client_name", "status", "due_date"] = "due_date"
+    order_dir: Literal["asc", "desc"] = "desc"
+    limit: ListLimit = 10
+    cursor: str | None = Field(None, max_length=1024)
+
+
+class PageQuery(Strict):
+    limit: ListLimit = 10
+    cursor: str | None = Field(None, max_length=1024)
+
+
+# --- Seed 001's contract -------------------------------------------------------------------
+
+SEED_STATUS = {
+    InvoiceStatus.PENDING: "PENDING",
+    InvoiceStatus.PAST_DUE: "PAST_DUE",
+    InvoiceStatus.PAID: "PAID",
+    InvoiceStatus.VOID: "CANCELLED",
+}
+STATUS_FROM_SEED = {seed: status for status, seed in SEED_STATUS.items()}
+SeedStatus = Literal["PENDING", "PAST_DUE", "PAID", "CANCELLED"]
+# Seed 001 shows amounts as JSON numbers; two decimals print exactly as a number.
+SeedAmount = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+class InvoiceRequest(Strict):
+    jobDescription: Description
+    amount: Money
+    customerId: int = Field(ge=1)
+    card: dict[str, Any] | None = Field(
+        None, description="Not accepted yet: card payment arrives with the payment service"
+    )
+
+
+class InvoiceResponse(BaseModel):
+    id: uuid.UUID
+    jobDescription: str
+    customerId: int
+    amount: SeedAmount
+    customerName: str
+    customerEmail: str
+    invoiceStatus: SeedStatus
+
+
+class SeedListQuery(Strict):
+    invoiceStatus: SeedStatus | None = None
+    limit: ListLimit = 10
+    cursor: str | None = Field(None, max_length=1024)

@@ -1,0 +1,256 @@
+"""Domain operations of the invoice service. They stage changes and events; the edge commits."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.errors import InvalidInput
+from common.events import new_event
+from common.outbox import add_event
+from common.pagination import CursorCodec
+from invoice import repository
+from invoice.events import (
+    INVOICE_CREATED,
+    INVOICE_STATUS_CHANGED,
+    SOURCE,
+    TOPIC,
+    InvoiceCreated,
+    InvoiceStatusChanged,
+)
+from invoice.exceptions import ClientNotFound, InvoiceNotFound, InvoiceNotOpen, UnknownClient
+from invoice.models import OPEN_STATUSES, Client, Invoice, InvoiceStatus, OutboxMessage
+from invoice.repository import InvoiceFilter
+
+
+@dataclass(frozen=True)
+class NewInvoice:
+    client_id: int
+    description: str
+    amount: Decimal
+    currency: str
+    due_date: date
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    filters: InvoiceFilter
+    order_by: str
+    order_dir: str
+    limit: int
+    cursor: str | None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def today_utc() -> date:
+    return datetime.now(UTC).date()
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+async def create_client(
+    session: AsyncSession, owner_id: uuid.UUID, name: str, email: str
+) -> Client:
+    client = Client(owner_id=owner_id, name=name, email=email)
+    session.add(client)
+    await session.flush()
+    return client
+
+
+async def get_client(session: AsyncSession, owner_id: uuid.UUID, client_id: int) -> Client:
+    client = await repository.get_client(session, owner_id, client_id)
+    if client is None:
+        raise ClientNotFound()
+    return client
+
+
+async def list_clients(
+    session: AsyncSession, codec: CursorCodec, owner_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[Client]:
+    after = None
+    if cursor is not None:
+        position = codec.decode(cursor)
+        after = _read_position(position, "clients", lambda p: (str(p["name"]), int(p["id"])))
+    rows = list(await repository.list_clients(session, owner_id, after, limit + 1))
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = codec.encode({"q": "clients", "name": last.name, "id": last.id})
+    return Page(rows[:limit], next_cursor)
+
+
+async def clients_of(
+    session: AsyncSession, owner_id: uuid.UUID, invoices: list[Invoice]
+) -> dict[int, Client]:
+    """The clients the invoices were sent to, by id."""
+    return await repository.clients_by_id(session, owner_id, {i.client_id for i in invoices})
+
+
+# --- invoices ---------------------------------------------------------------------------------
+
+
+async def create_invoice(
+    session: AsyncSession, owner_id: uuid.UUID, new: NewInvoice, *, client_field: str
+) -> tuple[Invoice, Client]:
+    """Create a pending invoice for one of the owner's clients and announce it."""
+    client = await repository.get_client(session, owner_id, new.client_id)
+    if client is None:
+        raise UnknownClient(client_field)
+    invoice = Invoice(
+        owner_id=owner_id,
+        client_id=client.id,
+        client_name=client.name,
+        description=new.description,
+        amount=new.amount,
+        currency=new.currency,
+        status=InvoiceStatus.PENDING,
+        due_date=new.due_date,
+    )
+    session.add(invoice)
+    await session.flush()
+    payload = InvoiceCreated(
+        invoice_id=invoice.id,
+        client_id=client.id,
+        client_name=client.name,
+        client_email=client.email,
+        description=invoice.description,
+        amount=invoice.amount,
+        currency=invoice.currency,
+        status=invoice.status,
+        due_date=invoice.due_date,
+    )
+    add_event(session, OutboxMessage, TOPIC, new_event(SOURCE, INVOICE_CREATED, owner_id, payload))
+    return invoice, client
+
+
+async def get_invoice(session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID) -> Invoice:
+    """The owner's invoice; another owner's id is indistinguishable from a missing one."""
+    invoice = await repository.get_invoice(session, owner_id, invoice_id)
+    if invoice is None:
+        raise InvoiceNotFound()
+    return invoice
+
+
+def _change_status(session: AsyncSession, invoice: Invoice, status: InvoiceStatus) -> None:
+    previous = invoice.status
+    invoice.status = status
+    payload = InvoiceStatusChanged(
+        invoice_id=invoice.id,
+        client_id=invoice.client_id,
+        previous_status=previous,
+        status=status,
+        amount=invoice.amount,
+        currency=invoice.currency,
+        due_date=invoice.due_date,
+    )
+    add_event(
+        session,
+        OutboxMessage,
+        TOPIC,
+        new_event(SOURCE, INVOICE_STATUS_CHANGED, invoice.owner_id, payload),
+    )
+
+
+async def void_invoice(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
+) -> Invoice:
+    """Cancel an open invoice; a paid or already void one cannot be voided."""
+    invoice = await repository.get_invoice(session, owner_id, invoice_id, for_update=True)
+    if invoice is None:
+        raise InvoiceNotFound()
+    if invoice.status not in OPEN_STATUSES:
+        raise InvoiceNotOpen(invoice.status)
+    _change_status(session, invoice, InvoiceStatus.VOID)
+    await session.flush()
+    return invoice
+
+
+async def mark_past_due(session: AsyncSession, today: date, batch_size: int = 500) -> int:
+    """Move one batch of pending invoices due before today to past due; the count moved."""
+    invoices = await repository.pending_past_due(session, today, batch_size)
+    for invoice in invoices:
+        _change_status(session, invoice, InvoiceStatus.PAST_DUE)
+    await session.flush()
+    return len(invoices)
+
+
+async def list_invoices(
+    session: AsyncSession, codec: CursorCodec, owner_id: uuid.UUID, request: ListRequest
+) -> Page[Invoice]:
+    """One page of the owner's invoices, filtered and sorted, after the cursor's row."""
+    columns = repository.sort_columns(request.order_by, request.filters)
+    query_id = _query_fingerprint(request)
+    after = None
+    if request.cursor is not None:
+        position = codec.decode(request.cursor)
+        after = _read_position(
+            position,
+            query_id,
+            lambda p: (
+                [_key_value(c, v) for c, v in zip(columns, p["k"], strict=True)],
+                uuid.UUID(hex=p["id"]),
+            ),
+        )
+    query = repository.invoice_listing(
+        owner_id,
+        request.filters,
+        request.order_by,
+        request.order_dir == "desc",
+        after,
+        request.limit + 1,
+    )
+    rows = list(await repository.list_invoices(session, query))
+    next_cursor = None
+    if len(rows) > request.limit:
+        last = rows[request.limit - 1]
+        next_cursor = codec.encode(
+            {"q": query_id, "k": [_key_text(getattr(last, c)) for c in columns], "id": last.id.hex}
+        )
+    return Page(rows[: request.limit], next_cursor)
+
+
+def _query_fingerprint(request: ListRequest) -> str:
+    """What a cursor is bound to: the filters and the sort it was issued for."""
+    f = request.filters
+    return "|".join(
+        str(part)
+        for part in (
+            "invoices",
+            f.client_name_prefix,
+            f.status,
+            f.due_date,
+            request.order_by,
+            request.order_dir,
+        )
+    )
+
+
+def _key_text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _key_value(column: str, text: str) -> Any:
+    return date.fromisoformat(text) if column == "due_date" else str(text)
+
+
+def _read_position(position: dict[str, Any], query_id: str, read: Any) -> Any:
+    """The position's key, if the cursor was issued for this very query."""
+    if position.get("q") != query_id:
+        raise InvalidInput("The cursor belongs to a different query", field="cursor")
+    try:
+        result = read(position)
+    except (KeyError, ValueError, TypeError):
+        raise InvalidInput("The cursor is not one this API issued", field="cursor") from None
+    return result
