@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.events import CloudEvent
 from common.testing.identity import TestIssuer
 from invoice.models import OutboxMessage
+
 from .factories import create_client, create_invoice
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from invoice.models import Client, Invoice, OutboxMessage
+
 from .factories import create_client, create_invoice
 
 LIST_CASES = [

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 # Constraint and index names that stay the same in every migration and every schema.
@@ -24,11 +23,14 @@ NAMING_CONVENTION = {
 }
 
 
-class ServiceBase(DeclarativeBase):
-    """Each service derives its own base from this, so services never share a metadata."""
+def service_metadata() -> MetaData:
+    """A new metadata for one service's declarative base.
 
-    __abstract__ = True
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    Each service declares `class Base(DeclarativeBase): metadata = service_metadata()`, so
+    every service has its own registry: two services' `outbox_messages` tables never meet,
+    even when their tests run in one process.
+    """
+    return MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:

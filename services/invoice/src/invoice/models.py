@@ -14,16 +14,18 @@ from sqlalchemy import (
     Numeric,
     String,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import BinaryUUID, ServiceBase
+from common.db import BinaryUUID, service_metadata
 from common.ids import uuid7
 from common.inbox import InboxMessageMixin
 from common.outbox import OutboxMessageMixin, utcnow
 
 
-class Base(ServiceBase):
-    __abstract__ = True
+class Base(DeclarativeBase):
+    """The invoice_svc schema's registry."""
+
+    metadata = service_metadata()
 
 
 class InvoiceStatus(StrEnum):

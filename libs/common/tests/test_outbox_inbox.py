@@ -1,0 +1,220 @@
+"""The outbox relay and the inbox consumer on a real schema and a real broker: events leave
+only after their transaction commits, survive a broker outage, and are handled once."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import BaseModel
+from sqlalchemy import String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.db import create_engine, create_sessionmaker, service_metadata
+from common.events import CloudEvent, new_event
+from common.inbox import EventConsumer, InboxMessageMixin
+from common.kafka import create_producer, ensure_topics
+from common.outbox import OutboxMessageMixin, OutboxRelay, add_event
+from common.testing.plugin import next_event, temporary_database
+from common.testing.servers import MysqlServer, free_port, start_tansu
+
+
+class Base(DeclarativeBase):
+    metadata = service_metadata()
+
+
+class OutboxMessage(OutboxMessageMixin, Base):
+    pass
+
+
+class InboxMessage(InboxMessageMixin, Base):
+    pass
+
+
+class Note(Base):
+    """What the test handler writes: one row per handled event."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    text: Mapped[str] = mapped_column(String(200))
+
+
+class NoteWritten(BaseModel):
+    text: str
+
+
+@pytest.fixture(scope="module")
+async def sessionmaker(
+    mysql_server: MysqlServer,
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    async with temporary_database(mysql_server, "common_test") as url:
+        engine = create_engine(url, pool_size=2)
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        yield create_sessionmaker(engine)
+        await engine.dispose()
+
+
+def topic_name() -> str:
+    return f"test.{uuid.uuid4().hex[:8]}"
+
+
+def note_event(text: str) -> CloudEvent:
+    return new_event("/tests", "note.written", uuid.uuid4(), NoteWritten(text=text))
+
+
+async def start_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    await ensure_topics(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=topic_name()
+    )
+    await consumer.start()
+    return consumer
+
+
+async def outbox_size(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async with sessionmaker() as session:
+        return await session.scalar(select(func.count()).select_from(OutboxMessage)) or 0
+
+
+async def test_a_committed_event_is_published_and_leaves_the_outbox(
+    sessionmaker: async_sessionmaker[AsyncSession], kafka_bootstrap: str
+) -> None:
+    topic = topic_name()
+    event = note_event("committed")
+    async with sessionmaker() as session, session.begin():
+        add_event(session, OutboxMessage, topic, event)
+    consumer = await start_consumer(kafka_bootstrap, topic)
+    producer = create_producer(kafka_bootstrap)
+    await producer.start()
+    try:
+        published = await OutboxRelay(sessionmaker, OutboxMessage, kafka_bootstrap).publish_batch(
+            producer
+        )
+        received = await next_event(consumer, lambda e: e.id == event.id)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+    assert published == 1
+    assert received == event
+    assert await outbox_size(sessionmaker) == 0
+
+
+async def test_a_rolled_back_event_is_never_staged(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    before = await outbox_size(sessionmaker)
+
+    async def stage_then_fail() -> None:
+        async with sessionmaker() as session, session.begin():
+            add_event(session, OutboxMessage, topic_name(), note_event("rolled back"))
+            raise RuntimeError("the request failed after staging its event")
+
+    with pytest.raises(RuntimeError):
+        await stage_then_fail()
+
+    assert await outbox_size(sessionmaker) == before
+
+
+async def test_events_wait_out_a_broker_outage_and_are_published_after_it(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    topic = topic_name()
+    event = note_event("outage")
+    relay = OutboxRelay(sessionmaker, OutboxMessage, bootstrap, idle_seconds=0.05)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    broker = None
+    try:
+        async with sessionmaker() as session, session.begin():
+            add_event(session, OutboxMessage, topic, event)
+        await asyncio.sleep(2)
+        assert await outbox_size(sessionmaker) == 1, "nothing may leave while the broker is down"
+
+        broker = start_tansu(port)
+        consumer = await start_consumer(bootstrap, topic)
+        try:
+            received = await next_event(consumer, lambda e: e.id == event.id, within_seconds=40)
+        finally:
+            await consumer.stop()
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+
+    assert received == event
+    assert await outbox_size(sessionmaker) == 0
+
+
+async def test_a_redelivered_event_is_handled_once_and_a_poison_one_is_dead_lettered(
+    sessionmaker: async_sessionmaker[AsyncSession], kafka_bootstrap: str
+) -> None:
+    topic = topic_name()
+    group = f"notes-{uuid.uuid4().hex[:6]}"
+    good, poison, after = note_event("good"), note_event("poison"), note_event("after")
+
+    async def write_note(session: AsyncSession, event: CloudEvent) -> None:
+        text = NoteWritten.model_validate(event.data).text
+        if text == "poison":
+            raise ValueError("this handler cannot take that event")
+        session.add(Note(text=f"{group}:{text}"))
+
+    consumer = EventConsumer(
+        name=group,
+        topics=[topic],
+        handlers={"note.written": write_note},
+        sessionmaker=sessionmaker,
+        inbox_model=InboxMessage,
+        bootstrap_servers=kafka_bootstrap,
+        max_attempts=2,
+        retry_base_seconds=0.05,
+    )
+    await ensure_topics(kafka_bootstrap, [topic, consumer.dead_letter_topic])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for event in (good, good, poison, after):  # the broker delivers `good` twice
+            await producer.send_and_wait(
+                topic, event.model_dump_json().encode(), key=event.subject.encode()
+            )
+    finally:
+        await producer.stop()
+    dead_letters = await start_consumer(kafka_bootstrap, consumer.dead_letter_topic)
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        dead = await next_event(dead_letters, lambda e: e.id == poison.id)
+        notes = await _wait_for_notes(sessionmaker, group, 2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+        await dead_letters.stop()
+
+    assert dead == poison
+    assert sorted(notes) == [f"{group}:after", f"{group}:good"]
+
+
+async def _wait_for_notes(
+    sessionmaker: async_sessionmaker[AsyncSession], group: str, count: int
+) -> list[str]:
+    for _ in range(100):
+        async with sessionmaker() as session:
+            notes = list(
+                await session.scalars(select(Note.text).where(Note.text.startswith(group)))
+            )
+        if len(notes) >= count:
+            await asyncio.sleep(0.5)  # a duplicate, if handled twice, would show up by now
+            async with sessionmaker() as session:
+                return list(
+                    await session.scalars(select(Note.text).where(Note.text.startswith(group)))
+                )
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{group}: expected {count} notes")

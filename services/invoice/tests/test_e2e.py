@@ -1,0 +1,194 @@
+"""End to end: the API and the worker as real processes, events read off the real topic.
+
+One test sees an invoice's event arrive; another stops the worker after the commit and
+before the publish, kills it, starts a new one and sees the event published all the same.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import func, select
+
+from common.db import create_engine, create_sessionmaker
+from common.kafka import ensure_topics
+from common.testing.identity import ISSUER, TestIssuer
+from common.testing.plugin import next_event, temporary_database
+from common.testing.servers import MysqlServer, free_port, wait_for_port
+from invoice.events import TOPIC
+from invoice.models import OutboxMessage
+from invoice.service import today_utc
+
+from .conftest import migrate
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def e2e_database(mysql_server: MysqlServer) -> AsyncIterator[str]:
+    """A schema of its own: the processes' worker must not touch other tests' rows."""
+    async with temporary_database(mysql_server, "invoice_e2e") as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def environment(
+    e2e_database: str,
+    kafka_bootstrap: str,
+    test_issuer: TestIssuer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "INVOICE_DATABASE_URL": e2e_database,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "AUTH_JWKS_URL": test_issuer.jwks_url,
+        "AUTH_ISSUER": ISSUER,
+        "INVOICE_CURSOR_SECRET": "e2e-cursor-secret",
+        "INVOICE_PAST_DUE_SWEEP_SECONDS": "0.5",
+        "LOG_FORMAT": "json",
+        "E2E_LOGS": str(tmp_path_factory.mktemp("e2e-logs")),
+    }
+
+
+@contextmanager
+def process(
+    name: str, command: list[str], env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process whose output goes to a log file among the test's temporary files."""
+    with open(Path(env["E2E_LOGS"]) / f"{name}.log", "ab") as log:
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait(10)
+
+
+def start_worker(env: dict[str, str]) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return process("worker", [sys.executable, "-m", "invoice.worker"], env)
+
+
+@pytest.fixture(scope="module")
+def api_url(environment: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "invoice.main:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with process("api", command, environment):
+        wait_for_port("127.0.0.1", port)
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def events(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
+    await ensure_topics(kafka_bootstrap, [TOPIC])
+    consumer = AIOKafkaConsumer(
+        TOPIC, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    yield consumer
+    await consumer.stop()
+
+
+async def create_invoice(api_url: str, headers: dict[str, str], due_date: str) -> str:
+    async with httpx.AsyncClient(base_url=api_url, headers=headers) as api:
+        client = await api.post(
+            "/api/clients", json={"name": "Globex", "email": "billing@globex.example"}
+        )
+        assert client.status_code == 201, client.text
+        invoice = await api.post(
+            "/api/invoices",
+            json={
+                "client_id": client.json()["id"],
+                "description": "Consulting, November",
+                "amount": "1200.00",
+                "due_date": due_date,
+            },
+        )
+        assert invoice.status_code == 201, invoice.text
+        return str(invoice.json()["id"])
+
+
+async def test_an_invoice_created_over_http_arrives_on_the_topic(
+    api_url: str,
+    environment: dict[str, str],
+    test_issuer: TestIssuer,
+    events: AIOKafkaConsumer,
+) -> None:
+    owner = uuid.uuid4()
+    yesterday = (today_utc() - timedelta(days=1)).isoformat()
+    with start_worker(environment):
+        invoice_id = await create_invoice(api_url, test_issuer.headers(owner), yesterday)
+
+        created = await next_event(events, lambda e: e.data.get("invoice_id") == invoice_id)
+        past_due = await next_event(
+            events,
+            lambda e: e.type == "invoice.status_changed" and e.data["invoice_id"] == invoice_id,
+        )
+
+    assert created.type == "invoice.created"
+    assert created.subject == str(owner)
+    assert created.data["amount"] == "1200.00"
+    assert past_due.data["status"] == "past_due"
+
+
+async def test_an_event_committed_before_the_worker_dies_is_published_after_restart(
+    api_url: str,
+    environment: dict[str, str],
+    e2e_database: str,
+    test_issuer: TestIssuer,
+    events: AIOKafkaConsumer,
+) -> None:
+    headers = test_issuer.headers(uuid.uuid4())
+    with start_worker(environment) as worker:
+        warm_up = await create_invoice(api_url, headers, "2031-06-30")
+        await next_event(events, lambda e: e.data.get("invoice_id") == warm_up)  # relay is live
+        worker.send_signal(signal.SIGSTOP)  # the relay is frozen: commits happen, sends don't
+        invoice_id = await create_invoice(api_url, headers, "2031-06-30")
+        assert await _staged_events(e2e_database, invoice_id) == 1
+        worker.kill()
+        worker.wait(10)
+
+    with start_worker(environment):
+        published = await next_event(events, lambda e: e.data.get("invoice_id") == invoice_id)
+
+    assert published.type == "invoice.created"
+    assert await _staged_events(e2e_database, invoice_id) == 0
+
+
+async def _staged_events(database_url: str, invoice_id: str) -> int:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.payload.contains(invoice_id))
+            )
+        return count or 0
+    finally:
+        await engine.dispose()
