@@ -1,0 +1,472 @@
+"""Domain operations of the user service. They stage changes and events; the edge commits."""
+
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.errors import InvalidInput
+from common.events import new_event
+from common.ids import uuid7
+from common.logging import get_logger
+from common.outbox import add_event, utcnow
+from user import repository
+from user.config import UserSettings
+from user.crypto import SecretBox, new_secret, sha256_hex
+from user.events import (
+    SOURCE,
+    TOPIC,
+    USER_DELETED,
+    USER_REGISTERED,
+    USER_UPDATED,
+    AddressData,
+    UserDeleted,
+    UserProfile,
+)
+from user.exceptions import (
+    AccountDeleted,
+    LoginStateInvalid,
+    RedirectNotAllowed,
+    RefreshTokenInvalid,
+    RefreshTokenReused,
+    SignInRejected,
+)
+from user.models import Identity, LoginState, OutboxMessage, RefreshToken, SigningKey, User
+from user.oidc import OidcProvider, VerifiedIdentity
+
+log = get_logger(__name__)
+
+SIGNING_ALGORITHM = "RS256"
+RSA_KEY_BITS = 2048
+ADDRESS_FIELDS = ("line1", "line2", "city", "region", "postal_code", "country")
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    user_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class LoginStarted:
+    authorization_url: str
+    state: str
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    tokens: IssuedTokens
+    # Where the browser goes back to; None when the client asked for the tokens as JSON.
+    redirect_uri: str | None
+    registered: bool
+
+
+def callback_url(settings: UserSettings, provider: str) -> str:
+    """The redirect URI registered with the provider: where it sends the browser back."""
+    return f"{settings.public_base_url.rstrip('/')}/api/auth/{provider}/callback"
+
+
+def _publish(session: AsyncSession, event_type: str, user_id: uuid.UUID, data: BaseModel) -> None:
+    add_event(session, OutboxMessage, TOPIC, new_event(SOURCE, event_type, user_id, data))
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+
+
+def check_redirect_allowed(settings: UserSettings, redirect_uri: str) -> None:
+    """Refuse to send a browser (and its new session) anywhere but the configured origins."""
+    try:
+        target = urlsplit(redirect_uri)
+        target_port = target.port
+    except ValueError:
+        raise RedirectNotAllowed() from None
+    if target.scheme not in ("http", "https") or not target.hostname or target.username:
+        raise RedirectNotAllowed()
+    for origin in settings.redirect_origins:
+        allowed = urlsplit(origin)
+        if allowed.scheme != target.scheme or allowed.hostname != target.hostname:
+            continue
+        if allowed.port is None or allowed.port == target_port:
+            return
+    raise RedirectNotAllowed()
+
+
+async def start_login(
+    session: AsyncSession,
+    settings: UserSettings,
+    box: SecretBox,
+    provider: OidcProvider,
+    redirect_uri: str | None,
+) -> LoginStarted:
+    """Remember a new sign-in (state, PKCE verifier, nonce) and build the provider's URL."""
+    if redirect_uri is not None:
+        check_redirect_allowed(settings, redirect_uri)
+    state, code_verifier, nonce = new_secret(), new_secret(48), new_secret()
+    state_hash = sha256_hex(state)
+    now = utcnow()
+    session.add(
+        LoginState(
+            state_hash=state_hash,
+            provider=provider.name,
+            code_verifier_encrypted=box.seal(code_verifier.encode(), state_hash.encode()),
+            nonce_hash=sha256_hex(nonce),
+            redirect_uri=redirect_uri,
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.login_state_seconds),
+        )
+    )
+    url = await provider.authorization_url(
+        redirect_uri=callback_url(settings, provider.name),
+        state=state,
+        code_verifier=code_verifier,
+        nonce=nonce,
+    )
+    return LoginStarted(url, state)
+
+
+async def take_login(
+    session: AsyncSession, provider: OidcProvider, state: str | None, browser_state: str | None
+) -> LoginState:
+    """The sign-in this callback finishes, removed so it cannot be finished twice.
+
+    The state must also match the cookie set when this browser started the sign-in, so a
+    callback link made for another browser cannot sign this one in.
+    """
+    if not state or not browser_state or not hmac.compare_digest(state, browser_state):
+        raise LoginStateInvalid()
+    login = await repository.take_login_state(session, sha256_hex(state))
+    if login is None or login.provider != provider.name or login.expires_at <= utcnow():
+        raise LoginStateInvalid()
+    await session.delete(login)
+    await session.flush()
+    return login
+
+
+async def finish_login(
+    session: AsyncSession,
+    settings: UserSettings,
+    box: SecretBox,
+    provider: OidcProvider,
+    login: LoginState,
+    *,
+    code: str | None,
+    provider_error: str | None,
+) -> SignedIn:
+    """Exchange the code, validate the id_token, find or create the user, issue tokens."""
+    if provider_error is not None:
+        log.info("sign_in_denied_by_provider", provider=provider.name, error=provider_error[:50])
+        raise SignInRejected()
+    if not code:
+        raise InvalidInput("The provider's callback carries no code", field="code")
+    code_verifier = box.open(login.code_verifier_encrypted, login.state_hash.encode()).decode()
+    id_token = await provider.exchange_code(
+        code=code, code_verifier=code_verifier, redirect_uri=callback_url(settings, provider.name)
+    )
+    identity = await provider.verify_id_token(id_token, login.nonce_hash)
+    user, registered = await _user_for_identity(session, settings, provider.name, identity)
+    tokens = await issue_tokens(session, settings, box, user.id)
+    log.info("signed_in", provider=provider.name, user_id=str(user.id), registered=registered)
+    return SignedIn(tokens, login.redirect_uri, registered)
+
+
+async def _user_for_identity(
+    session: AsyncSession, settings: UserSettings, provider: str, identity: VerifiedIdentity
+) -> tuple[User, bool]:
+    """The user this provider account signs in as; the first sign-in creates one.
+
+    Accounts are found by (issuer, subject) only. An email another account already uses does
+    not join the two: addresses are not proof of the same person across providers.
+    """
+    now = utcnow()
+    for _ in range(2):
+        known = await repository.find_identity(session, identity.issuer, identity.subject)
+        if known is not None:
+            user = await repository.get_user(session, known.user_id)
+            if user is None or user.deleted_at is not None:
+                raise AccountDeleted()
+            known.last_login_at = now
+            known.email = identity.email
+            return user, False
+        try:
+            # A savepoint: a concurrent first sign-in of the same identity wins the unique
+            # (issuer, subject) key, and this one then finds its user on the next pass.
+            async with session.begin_nested():
+                user = User(
+                    email=identity.email,
+                    name=identity.name,
+                    wallet_currency=settings.default_currency,
+                )
+                session.add(user)
+                await session.flush()
+                session.add(
+                    Identity(
+                        user_id=user.id,
+                        provider=provider,
+                        issuer=identity.issuer,
+                        subject=identity.subject,
+                        email=identity.email,
+                        created_at=now,
+                        last_login_at=now,
+                    )
+                )
+                await session.flush()
+        except IntegrityError:
+            continue
+        _publish(session, USER_REGISTERED, user.id, profile_event(user))
+        return user, True
+    raise AccountDeleted()
+
+
+# --- platform tokens --------------------------------------------------------------------------
+
+
+async def issue_tokens(
+    session: AsyncSession,
+    settings: UserSettings,
+    box: SecretBox,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID | None = None,
+) -> IssuedTokens:
+    """A signed access token and a new refresh token (of a new family unless one is given)."""
+    kid, key = await signing_key(session, settings, box)
+    now = int(time.time())
+    claims = {
+        "iss": settings.auth_issuer,
+        "aud": settings.auth_audience,
+        "sub": str(user_id),
+        "iat": now,
+        "exp": now + settings.access_token_seconds,
+        "jti": uuid.uuid4().hex,
+    }
+    access_token = jwt.encode(
+        {"alg": SIGNING_ALGORITHM, "kid": kid, "typ": "JWT"},
+        claims,
+        key,
+        algorithms=[SIGNING_ALGORITHM],
+    )
+    refresh_token = new_secret()
+    session.add(
+        RefreshToken(
+            token_hash=sha256_hex(refresh_token),
+            family_id=family_id or uuid7(),
+            user_id=user_id,
+            expires_at=utcnow() + timedelta(days=settings.refresh_token_days),
+        )
+    )
+    await session.flush()
+    return IssuedTokens(access_token, settings.access_token_seconds, refresh_token, user_id)
+
+
+async def refresh(
+    session: AsyncSession, settings: UserSettings, box: SecretBox, refresh_token: str
+) -> IssuedTokens:
+    """Spend a refresh token for new tokens of the same family.
+
+    A token that was already spent means two parties hold it: the whole family is revoked,
+    which signs out both the thief and the user (who signs in again). RefreshTokenReused is
+    raised after the revocation is staged; the caller commits it before answering.
+    """
+    now = utcnow()
+    row = await repository.get_refresh_token(session, sha256_hex(refresh_token))
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise RefreshTokenInvalid()
+    if row.spent_at is not None:
+        await repository.revoke_family(session, row.family_id, now)
+        log.warning("refresh_token_reused", user_id=str(row.user_id), family=str(row.family_id))
+        raise RefreshTokenReused()
+    user = await repository.get_user(session, row.user_id)
+    if user is None or user.deleted_at is not None:
+        raise RefreshTokenInvalid()
+    row.spent_at = now
+    return await issue_tokens(session, settings, box, user.id, family_id=row.family_id)
+
+
+async def logout(session: AsyncSession, refresh_token: str) -> None:
+    """Revoke the sign-in this refresh token belongs to (its whole family)."""
+    row = await repository.get_refresh_token(session, sha256_hex(refresh_token))
+    if row is not None:
+        await repository.revoke_family(session, row.family_id, utcnow())
+
+
+# --- signing keys -----------------------------------------------------------------------------
+
+
+def _public_jwk(key: RSAKey) -> dict[str, Any]:
+    jwk = dict(key.as_dict(private=False))
+    jwk.update({"use": "sig", "alg": SIGNING_ALGORITHM})
+    return jwk
+
+
+async def _add_signing_key(session: AsyncSession, box: SecretBox, now: datetime) -> SigningKey:
+    kid = uuid7().hex
+    key = RSAKey.generate_key(RSA_KEY_BITS, parameters={"kid": kid})
+    row = SigningKey(
+        kid=kid,
+        algorithm=SIGNING_ALGORITHM,
+        public_jwk=json.dumps(_public_jwk(key)),
+        private_key_encrypted=box.seal(key.as_pem(private=True), kid.encode()),
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def rotate_signing_keys(
+    session: AsyncSession,
+    settings: UserSettings,
+    box: SecretBox,
+    *,
+    only_if_older_than: timedelta | None = None,
+) -> str | None:
+    """Move signing to the next key and publish a new next key; the kid that now signs, or
+    None when the current key has not yet signed for `only_if_older_than`.
+
+    Keys are ordered by creation: the newest is the *next* key, published but not yet
+    signing, so every service's cached JWKS already holds it when it starts to sign; the
+    second newest signs; the third is the *previous* key, still published so the tokens it
+    signed stay valid. Older keys are deleted once every token they signed has expired.
+    """
+    await repository.lock_signing_keys(session)
+    now = utcnow()
+    keys = await repository.newest_signing_keys(session, 2)
+    if len(keys) < 2:
+        # First start: a key to sign with now, and the next one published ahead of its use.
+        for _ in range(2 - len(keys)):
+            await _add_signing_key(session, box, now)
+        keys = await repository.newest_signing_keys(session, 2)
+        log.info("signing_keys_created", signing=keys[1].kid, next=keys[0].kid)
+        return keys[1].kid
+    # The next key's creation is when the current key began to sign.
+    if only_if_older_than is not None and keys[0].created_at > now - only_if_older_than:
+        return None
+    added = await _add_signing_key(session, box, now)
+    await _drop_retired_keys(session, settings, now)
+    log.info("signing_key_rotated", signing=keys[0].kid, next=added.kid)
+    return keys[0].kid
+
+
+async def _drop_retired_keys(session: AsyncSession, settings: UserSettings, now: datetime) -> None:
+    """Keep the next, current and previous keys, and any older one a live token may name."""
+    keys = await repository.newest_signing_keys(session, 1000)
+    # Newest first: keys[i] stopped signing when keys[i - 2] was created.
+    grace = timedelta(seconds=settings.access_token_seconds + 60)
+    for index in range(3, len(keys)):
+        if keys[index - 2].created_at < now - grace:
+            await repository.delete_signing_keys_below(session, keys[index].id + 1)
+            return
+
+
+async def signing_key(
+    session: AsyncSession, settings: UserSettings, box: SecretBox
+) -> tuple[str, RSAKey]:
+    """The key that signs now (the keys are created on first use), decrypted."""
+    keys = await repository.newest_signing_keys(session, 2)
+    if len(keys) < 2:
+        await rotate_signing_keys(session, settings, box)
+        keys = await repository.newest_signing_keys(session, 2)
+    row = keys[1]
+    pem = box.open(row.private_key_encrypted, row.kid.encode())
+    return row.kid, RSAKey.import_key(pem, parameters={"kid": row.kid})
+
+
+async def published_keys(session: AsyncSession) -> dict[str, list[dict[str, Any]]]:
+    """The JWKS: public parts of the next, current and previous keys (and any older key a
+    live token may still name)."""
+    keys = await repository.newest_signing_keys(session, 1000)
+    return {"keys": [json.loads(key.public_jwk) for key in keys]}
+
+
+# --- housekeeping -----------------------------------------------------------------------------
+
+
+async def clean_up(session: AsyncSession) -> int:
+    """Delete expired sign-ins in progress and expired refresh tokens; the rows removed."""
+    now = utcnow()
+    return await repository.delete_expired_login_states(
+        session, now
+    ) + await repository.delete_expired_refresh_tokens(session, now)
+
+
+# --- profile ----------------------------------------------------------------------------------
+
+
+def address_of(user: User) -> dict[str, str | None] | None:
+    """The address as one object, or None when no part of it is set."""
+    parts = {name: getattr(user, f"address_{name}") for name in ADDRESS_FIELDS}
+    return parts if any(value is not None for value in parts.values()) else None
+
+
+def profile_event(user: User) -> UserProfile:
+    address = address_of(user)
+    return UserProfile(
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        company_name=user.company_name,
+        address=AddressData(**address) if address is not None else None,
+    )
+
+
+async def get_account(
+    session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False
+) -> User:
+    """The signed-in user's account; a deleted one no longer signs anything in."""
+    user = await repository.get_user(session, user_id, for_update=for_update)
+    if user is None or user.deleted_at is not None:
+        raise AccountDeleted()
+    return user
+
+
+async def update_profile(
+    session: AsyncSession, user_id: uuid.UUID, changes: dict[str, Any]
+) -> User:
+    """Apply the fields present in `changes` and announce the new profile if it changed."""
+    user = await get_account(session, user_id, for_update=True)
+    values: dict[str, Any] = {
+        name: changes[name] for name in ("name", "email", "company_name") if name in changes
+    }
+    if "address" in changes:
+        address = changes["address"] or {}
+        values.update({f"address_{name}": address.get(name) for name in ADDRESS_FIELDS})
+    changed = False
+    for column, value in values.items():
+        if getattr(user, column) != value:
+            setattr(user, column, value)
+            changed = True
+    if changed:
+        user.updated_at = utcnow()
+        await session.flush()
+        _publish(session, USER_UPDATED, user.id, profile_event(user))
+    return user
+
+
+async def delete_account(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Erase the person: profile emptied, provider links removed, every sign-in revoked.
+
+    The row stays as a tombstone so the id is known as deleted: its tokens are refused and
+    late events about it change nothing.
+    """
+    user = await get_account(session, user_id, for_update=True)
+    now = utcnow()
+    user.email = user.name = user.company_name = None
+    for name in ADDRESS_FIELDS:
+        setattr(user, f"address_{name}", None)
+    user.deleted_at = user.updated_at = now
+    await repository.delete_identities(session, user.id)
+    await repository.revoke_user_tokens(session, user.id, now)
+    await session.flush()
+    _publish(session, USER_DELETED, user.id, UserDeleted(user_id=user.id))
+    log.info("account_deleted", user_id=str(user.id))
