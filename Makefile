@@ -7,10 +7,13 @@ UV_VERSION := 0.13.8
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
-TYPED := libs/common/src services/invoice/src services/user/src
+TYPED := libs/common/src services/invoice/src
 API_PORT := 8102
+GATEWAY_PORT := 8100
+# apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup run test lint typecheck deploy-check pytest bench token
+.PHONY: help setup nginx run test lint typecheck deploy-check pytest bench token
 
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
@@ -22,17 +25,25 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml services/invoice/pyproject.toml services/user/pyproject.toml | $(UV)
+$(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml services/invoice/pyproject.toml | $(UV)
 	$(UV) sync --frozen
 	touch $@
 
-setup: $(VENV)/.synced
+setup: $(VENV)/.synced nginx
+
+# The gateway runs Debian's nginx; install it when the machine has none (needs root).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+		echo "Installing Debian's nginx-light for the gateway ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
 run: setup
 	$(BIN)/python scripts/devstack.py provision
 	@echo
-	@echo "Invoice API:  http://127.0.0.1:$(API_PORT)/api/invoices"
-	@echo "OpenAPI docs: http://127.0.0.1:$(API_PORT)/docs"
+	@echo "Gateway:      http://127.0.0.1:$(GATEWAY_PORT)/  (every API below, one address)"
+	@echo "Invoice API:  http://127.0.0.1:$(GATEWAY_PORT)/api/invoices"
+	@echo "OpenAPI docs: http://127.0.0.1:$(API_PORT)/docs (invoice)"
 	@echo "A token:      make token"
 	@echo
 	$(BIN)/honcho start -f deploy/local/Procfile -d .

@@ -105,11 +105,35 @@ def broker() -> None:
     )
 
 
+def gateway() -> None:
+    """Run the nginx gateway in the foreground in front of the local services."""
+    from common.testing.gateway import GatewayConfig, nginx_binary, render
+
+    config = GatewayConfig(
+        port=int(os.environ.get("GATEWAY_PORT", "8100")),
+        user_upstream=os.environ.get("USER_UPSTREAM", "127.0.0.1:8101"),
+        invoice_upstream=os.environ.get("INVOICE_UPSTREAM", "127.0.0.1:8102"),
+    )
+    run_dir = ROOT / ".run" / "gateway"
+    main_conf = render(config, run_dir)
+    binary = nginx_binary()
+    print(f"gateway on http://127.0.0.1:{config.port}/ (logs in {run_dir})", flush=True)
+    os.execv(  # noqa: S606 - Debian's nginx with our rendered configuration, no shell involved
+        binary,
+        [binary, "-p", str(run_dir), "-c", str(main_conf), "-e", str(run_dir / "error.log")],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["ensure-mysql", "provision", "broker"])
-    command = parser.parse_args().command
-    {"ensure-mysql": ensure_mysql, "provision": provision, "broker": broker}[command]()
+    commands = {
+        "ensure-mysql": ensure_mysql,
+        "provision": provision,
+        "broker": broker,
+        "gateway": gateway,
+    }
+    parser.add_argument("command", choices=list(commands))
+    commands[parser.parse_args().command]()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""End to end: the API and the worker as real processes, events read off the real topic.
+"""End to end: the API and the worker as real processes behind the nginx gateway, events
+read off the real topic.
 
 One test sees an invoice's event arrive; another stops the worker after the commit and
 before the publish, kills it, starts a new one and sees the event published all the same.
+The gateway's own duties (request ids, limits, headers) are checked against the real API.
 """
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +25,7 @@ from sqlalchemy import func, select
 
 from common.db import create_engine, create_sessionmaker
 from common.kafka import ensure_topics
+from common.testing.gateway import GatewayConfig, start_gateway
 from common.testing.identity import ISSUER, TestIssuer
 from common.testing.plugin import next_event, temporary_database
 from common.testing.servers import MysqlServer, free_port, wait_for_port
@@ -103,6 +108,25 @@ def api_url(environment: dict[str, str]) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+@pytest.fixture(scope="module")
+def gateway_url(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The gateway in front of the API; nothing listens where the user service would be."""
+    config = GatewayConfig(
+        port=free_port(),
+        user_upstream=f"127.0.0.1:{free_port()}",
+        invoice_upstream=api_url.removeprefix("http://"),
+        api_rate="5r/s",
+        api_burst=20,
+    )
+    run_dir = tmp_path_factory.mktemp("gateway")
+    gateway = start_gateway(config, run_dir)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+
+
 @pytest.fixture
 async def events(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
     await ensure_topics(kafka_bootstrap, [TOPIC])
@@ -134,7 +158,7 @@ async def create_invoice(api_url: str, headers: dict[str, str], due_date: str) -
 
 
 async def test_an_invoice_created_over_http_arrives_on_the_topic(
-    api_url: str,
+    gateway_url: str,
     environment: dict[str, str],
     test_issuer: TestIssuer,
     events: AIOKafkaConsumer,
@@ -142,7 +166,7 @@ async def test_an_invoice_created_over_http_arrives_on_the_topic(
     owner = uuid.uuid4()
     yesterday = (today_utc() - timedelta(days=1)).isoformat()
     with start_worker(environment):
-        invoice_id = await create_invoice(api_url, test_issuer.headers(owner), yesterday)
+        invoice_id = await create_invoice(gateway_url, test_issuer.headers(owner), yesterday)
 
         created = await next_event(events, lambda e: e.data.get("invoice_id") == invoice_id)
         past_due = await next_event(
@@ -157,7 +181,7 @@ async def test_an_invoice_created_over_http_arrives_on_the_topic(
 
 
 async def test_an_event_committed_before_the_worker_dies_is_published_after_restart(
-    api_url: str,
+    gateway_url: str,
     environment: dict[str, str],
     e2e_database: str,
     test_issuer: TestIssuer,
@@ -165,10 +189,10 @@ async def test_an_event_committed_before_the_worker_dies_is_published_after_rest
 ) -> None:
     headers = test_issuer.headers(uuid.uuid4())
     with start_worker(environment) as worker:
-        warm_up = await create_invoice(api_url, headers, "2031-06-30")
+        warm_up = await create_invoice(gateway_url, headers, "2031-06-30")
         await next_event(events, lambda e: e.data.get("invoice_id") == warm_up)  # relay is live
         worker.send_signal(signal.SIGSTOP)  # the relay is frozen: commits happen, sends don't
-        invoice_id = await create_invoice(api_url, headers, "2031-06-30")
+        invoice_id = await create_invoice(gateway_url, headers, "2031-06-30")
         assert await _staged_events(e2e_database, invoice_id) == 1
         worker.kill()
         worker.wait(10)
@@ -192,3 +216,60 @@ async def _staged_events(database_url: str, invoice_id: str) -> int:
         return count or 0
     finally:
         await engine.dispose()
+
+
+async def test_the_gateway_passes_a_request_id_that_the_service_logs(
+    gateway_url: str, environment: dict[str, str], test_issuer: TestIssuer
+) -> None:
+    request_id = f"e2e-{uuid.uuid4().hex}"
+
+    async with httpx.AsyncClient(base_url=gateway_url) as gateway:
+        response = await gateway.get(
+            "/api/invoices",
+            headers={**test_issuer.headers(uuid.uuid4()), "X-Request-ID": request_id},
+        )
+        generated = await gateway.get("/api/invoices", headers={"X-Request-ID": "bad id;drop"})
+
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == request_id
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    logged = [
+        json.loads(line)
+        for line in (Path(environment["E2E_LOGS"]) / "api.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert any(entry.get("request_id") == request_id for entry in logged)
+    assert generated.headers["x-request-id"] != "bad id;drop"
+
+
+async def test_the_gateway_refuses_a_large_body_before_the_service(
+    gateway_url: str, test_issuer: TestIssuer
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway_url) as gateway:
+        response = await gateway.post(
+            "/api/clients",
+            content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+            headers={**test_issuer.headers(uuid.uuid4()), "content-type": "application/json"},
+        )
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_client_over_the_rate_limit_is_told_when_to_retry(
+    gateway_url: str, test_issuer: TestIssuer
+) -> None:
+    headers = test_issuer.headers(uuid.uuid4())
+
+    async with httpx.AsyncClient(base_url=gateway_url, headers=headers) as gateway:
+        responses = await asyncio.gather(*(gateway.get("/health-check") for _ in range(5)))
+        responses += await asyncio.gather(*(gateway.get("/api/invoices") for _ in range(40)))
+
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited, "40 requests at once exceed a burst of 20"
+    assert all(r.status_code in (200, 429) for r in responses)
+    assert limited[0].headers["retry-after"] == "1"
+    assert limited[0].headers["content-type"] == "application/problem+json"
+    assert limited[0].json()["status"] == 429

@@ -1,0 +1,101 @@
+"""The nginx gateway for local runs and tests: the deployment's template, rendered with local
+addresses and started as a foreground nginx owned by the caller."""
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.testing.servers import wait_for_port
+
+REPOSITORY = Path(__file__).resolve().parents[5]
+GATEWAY_DIR = REPOSITORY / "deploy" / "gateway"
+TEMPLATE = GATEWAY_DIR / "ledgerline.conf.template"
+
+MAIN_CONF = """\
+worker_processes 1;
+daemon off;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    include {mime_types};
+    default_type application/octet-stream;
+    client_body_temp_path {run}/client_body;
+    proxy_temp_path {run}/proxy;
+    fastcgi_temp_path {run}/fastcgi;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+    include {run}/ledgerline.conf;
+}}
+"""
+
+
+@dataclass
+class GatewayConfig:
+    """What differs between one local gateway and another: ports, upstreams, limits."""
+
+    port: int
+    user_upstream: str
+    invoice_upstream: str
+    api_rate: str = "50r/s"
+    api_burst: int = 100
+    auth_rate: str = "10r/s"
+    auth_burst: int = 20
+    static_root: Path = field(default_factory=lambda: GATEWAY_DIR / "static")
+
+    def variables(self, run_dir: Path) -> dict[str, str]:
+        return {
+            "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
+            "USER_UPSTREAM": self.user_upstream,
+            "INVOICE_UPSTREAM": self.invoice_upstream,
+            "GATEWAY_API_RATE": self.api_rate,
+            "GATEWAY_API_BURST": str(self.api_burst),
+            "GATEWAY_AUTH_RATE": self.auth_rate,
+            "GATEWAY_AUTH_BURST": str(self.auth_burst),
+            "GATEWAY_STATIC_ROOT": str(self.static_root),
+            "GATEWAY_ACCESS_LOG": str(run_dir / "access.log"),
+        }
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if found is None:
+        raise RuntimeError("nginx is not installed: `make setup` installs Debian's nginx-light")
+    return found
+
+
+def render(config: GatewayConfig, run_dir: Path) -> Path:
+    """Write the gateway's nginx.conf into run_dir (the deployment template, filled in)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    site = TEMPLATE.read_text()
+    for name, value in config.variables(run_dir).items():
+        site = site.replace("${" + name + "}", value)
+    if "${" in site:
+        raise ValueError("the gateway template has a placeholder this renderer does not fill")
+    (run_dir / "ledgerline.conf").write_text(site)
+    main = run_dir / "nginx.conf"
+    main.write_text(MAIN_CONF.format(run=run_dir, mime_types="/etc/nginx/mime.types"))
+    return main
+
+
+def start_gateway(config: GatewayConfig, run_dir: Path) -> subprocess.Popen[bytes]:
+    """Start nginx in the foreground with the rendered configuration; wait until it listens."""
+    main = render(config, run_dir)
+    binary = nginx_binary()
+    check = subprocess.run(
+        [binary, "-t", "-q", "-p", str(run_dir), "-c", str(main), "-e", str(run_dir / "error.log")],
+        capture_output=True,
+        check=False,
+    )
+    if check.returncode != 0:
+        raise RuntimeError(f"the gateway configuration is invalid: {check.stderr.decode()}")
+    process = subprocess.Popen(
+        [binary, "-p", str(run_dir), "-c", str(main), "-e", str(run_dir / "error.log")],
+        env={**os.environ},
+    )
+    wait_for_port("127.0.0.1", config.port)
+    return process
