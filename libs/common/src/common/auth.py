@@ -8,7 +8,9 @@ when a token names a key id the cache does not hold (the signing keys rotate).
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
@@ -114,6 +116,41 @@ class TokenVerifier:
         return AuthenticatedUser(id=user_id, claims=dict(decoded.claims))
 
 
+ClosedAccountsLoader = Callable[[datetime], Awaitable[set[uuid.UUID]]]
+
+
+class ClosedAccounts:
+    """Accounts deleted recently enough that tokens they were given may still be unexpired.
+
+    A deleted account's tokens stop working everywhere, not only in the user service: each
+    service learns of deletions from `user.deleted` and asks this gate on every request. Only
+    deletions younger than the longest token lifetime matter (older tokens have expired), so
+    the set stays small and is reloaded at most every `refresh_seconds`, never per request.
+    """
+
+    def __init__(
+        self,
+        load_closed_since: ClosedAccountsLoader,
+        token_lifetime: timedelta = timedelta(hours=1),
+        refresh_seconds: float = 2,
+    ) -> None:
+        self.load_closed_since = load_closed_since
+        self.token_lifetime = token_lifetime
+        self.refresh_seconds = refresh_seconds
+        self._closed: set[uuid.UUID] = set()
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def is_closed(self, user_id: uuid.UUID) -> bool:
+        if time.monotonic() - self._loaded_at > self.refresh_seconds:
+            async with self._lock:
+                if time.monotonic() - self._loaded_at > self.refresh_seconds:
+                    since = datetime.now(UTC).replace(tzinfo=None) - self.token_lifetime
+                    self._closed = await self.load_closed_since(since)
+                    self._loaded_at = time.monotonic()
+        return user_id in self._closed
+
+
 def _bearer_token(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -125,6 +162,10 @@ async def current_user(request: Request) -> AuthenticatedUser:
     """The dependency behind CurrentUser: the app's verifier checks the bearer token."""
     verifier: TokenVerifier = request.app.state.token_verifier
     user = await verifier.verify(_bearer_token(request))
+    closed: ClosedAccounts | None = getattr(request.app.state, "closed_accounts", None)
+    if closed is not None and await closed.is_closed(user.id):
+        log.info("token_refused", reason="account_deleted")
+        raise Unauthorized()
     request.state.user_id = user.id
     return user
 

@@ -1,12 +1,74 @@
-"""Kafka handlers of the invoice service.
+"""Kafka handlers of the invoice service, as thin as the routes: parse, call the service.
 
-None yet: the owner profile (`user.*`), imported invoices (`billing.invoice_imported`) and
-payments (`payment.*`) arrive with the services that publish them. Handlers are registered
-here so the worker wires them into one consumer group with an inbox.
+The owner's profile comes from `user.events`. Imported invoices (`billing.invoice_imported`)
+and payments (`payment.*`) arrive with the services that publish them.
 """
 
+import uuid
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.events import CloudEvent
 from common.inbox import Handler
+from invoice import service
+
+
+class Address(BaseModel):
+    """The fields of the user service's address that an invoice header shows."""
+
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+class UserProfile(BaseModel):
+    """The slice of `user.registered` / `user.updated` this service keeps."""
+
+    user_id: uuid.UUID
+    email: str | None = None
+    name: str | None = None
+    company_name: str | None = None
+    address: Address | None = None
+
+
+class UserDeleted(BaseModel):
+    user_id: uuid.UUID
+
+
+async def on_user_profile(session: AsyncSession, event: CloudEvent) -> None:
+    profile = UserProfile.model_validate(event.data)
+    address = profile.address or Address()
+    await service.save_owner_profile(
+        session,
+        service.OwnerProfile(
+            owner_id=profile.user_id,
+            email=profile.email,
+            name=profile.name,
+            company_name=profile.company_name,
+            address_line1=address.line1,
+            address_line2=address.line2,
+            city=address.city,
+            region=address.region,
+            postal_code=address.postal_code,
+            country=address.country,
+        ),
+    )
+
+
+async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
+    deleted = UserDeleted.model_validate(event.data)
+    await service.close_owner_account(session, deleted.user_id, event.time)
+
 
 CONSUMER_GROUP = "invoice-service"
-HANDLERS: dict[str, Handler] = {}
-TOPICS: list[str] = []
+USER_TOPIC = "user.events"
+HANDLERS: dict[str, Handler] = {
+    "user.registered": on_user_profile,
+    "user.updated": on_user_profile,
+    "user.deleted": on_user_deleted,
+}
+TOPICS: list[str] = [USER_TOPIC]

@@ -1,9 +1,14 @@
 """The invoice service's HTTP API."""
 
+import uuid
+from datetime import datetime
+
 from fastapi import FastAPI
 
 from common.app import create_service_app
+from common.auth import ClosedAccounts
 from common.pagination import CursorCodec
+from invoice import service
 from invoice.config import InvoiceSettings, get_settings
 from invoice.router import router, seed_router
 
@@ -26,6 +31,12 @@ def create_app(settings: InvoiceSettings | None = None) -> FastAPI:
 
     def configure(app: FastAPI) -> None:
         app.state.cursor_codec = CursorCodec(settings.cursor_secret.get_secret_value().encode())
+
+        async def closed_since(since: datetime) -> set[uuid.UUID]:
+            async with app.state.sessionmaker() as session:
+                return await service.accounts_closed_since(session, since)
+
+        app.state.closed_accounts = ClosedAccounts(closed_since)
         app.include_router(router)
         app.include_router(seed_router)
 

@@ -40,6 +40,29 @@ class InvoiceStatus(StrEnum):
 OPEN_STATUSES = (InvoiceStatus.PENDING, InvoiceStatus.PAST_DUE)
 
 
+class Owner(Base):
+    """The invoicing profile of a user, copied from `user.registered` / `user.updated`.
+
+    What an invoice's header needs (who bills, from where), and whether the account was
+    deleted: tokens of a deleted account are refused here too.
+    """
+
+    __tablename__ = "owners"
+
+    id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    company_name: Mapped[str | None] = mapped_column(String(200))
+    address_line1: Mapped[str | None] = mapped_column(String(200))
+    address_line2: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str | None] = mapped_column(String(100))
+    region: Mapped[str | None] = mapped_column(String(100))
+    postal_code: Mapped[str | None] = mapped_column(String(20))
+    country: Mapped[str | None] = mapped_column(String(2))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
 class Client(Base):
     """Someone an owner bills."""
 

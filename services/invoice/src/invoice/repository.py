@@ -3,14 +3,14 @@
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from invoice.models import Client, Invoice, InvoiceStatus
+from invoice.models import Client, Invoice, InvoiceStatus, Owner
 
 # The sort key of each order: the named column, then tie-breakers, then the id. Ties are
 # broken by columns that are also in the index, so the order is total and index-backed.
@@ -179,3 +179,7 @@ async def rename_client_on_invoices(session: AsyncSession, client_id: int, name:
     await session.execute(
         update(Invoice).where(Invoice.client_id == client_id).values(client_name=name)
     )
+
+
+async def owners_deleted_since(session: AsyncSession, since: datetime) -> Sequence[uuid.UUID]:
+    return (await session.scalars(select(Owner.id).where(Owner.deleted_at >= since))).all()

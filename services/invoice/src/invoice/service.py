@@ -1,7 +1,7 @@
 """Domain operations of the invoice service. They stage changes and events; the edge commits."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -22,7 +22,7 @@ from invoice.events import (
     InvoiceStatusChanged,
 )
 from invoice.exceptions import ClientNotFound, InvoiceNotFound, InvoiceNotOpen, UnknownClient
-from invoice.models import OPEN_STATUSES, Client, Invoice, InvoiceStatus, OutboxMessage
+from invoice.models import OPEN_STATUSES, Client, Invoice, InvoiceStatus, OutboxMessage, Owner
 from invoice.repository import InvoiceFilter
 
 
@@ -55,6 +55,60 @@ class Page(Generic[T]):
 
 def today_utc() -> date:
     return datetime.now(UTC).date()
+
+
+@dataclass(frozen=True)
+class OwnerProfile:
+    owner_id: uuid.UUID
+    email: str | None
+    name: str | None
+    company_name: str | None
+    address_line1: str | None
+    address_line2: str | None
+    city: str | None
+    region: str | None
+    postal_code: str | None
+    country: str | None
+
+
+PROFILE_FIELDS = [f.name for f in fields(OwnerProfile) if f.name != "owner_id"]
+
+
+# --- owners -----------------------------------------------------------------------------------
+
+
+async def save_owner_profile(session: AsyncSession, profile: OwnerProfile) -> None:
+    """Keep the latest profile; a deleted account's late updates are ignored."""
+    owner = await session.get(Owner, profile.owner_id, with_for_update=True)
+    if owner is None:
+        owner = Owner(id=profile.owner_id)
+        session.add(owner)
+    elif owner.deleted_at is not None:
+        return
+    for name in PROFILE_FIELDS:
+        setattr(owner, name, getattr(profile, name))
+    await session.flush()
+
+
+async def close_owner_account(
+    session: AsyncSession, owner_id: uuid.UUID, deleted_at: datetime
+) -> None:
+    """Forget the person behind a deleted account and refuse its tokens from now on.
+
+    Clients and invoices stay, as bookkeeping records nobody can reach any more.
+    """
+    owner = await session.get(Owner, owner_id, with_for_update=True)
+    if owner is None:
+        owner = Owner(id=owner_id)
+        session.add(owner)
+    for name in PROFILE_FIELDS:
+        setattr(owner, name, None)
+    owner.deleted_at = deleted_at.astimezone(UTC).replace(tzinfo=None)
+    await session.flush()
+
+
+async def accounts_closed_since(session: AsyncSession, since: datetime) -> set[uuid.UUID]:
+    return set(await repository.owners_deleted_since(session, since))
 
 
 # --- clients ----------------------------------------------------------------------------------

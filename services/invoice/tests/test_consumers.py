@@ -1,0 +1,157 @@
+"""The owner's profile from user events, through the worker's consumer on the real broker:
+kept up to date, forgotten on deletion, and the deleted account's tokens refused here."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.events import CloudEvent
+from common.inbox import EventConsumer
+from common.kafka import ensure_topics
+from common.testing.identity import TestIssuer
+from invoice import consumers
+from invoice.models import InboxMessage, Owner
+
+from .factories import create_client, create_invoice
+
+
+def user_event(event_type: str, user_id: uuid.UUID, data: dict[str, Any]) -> CloudEvent:
+    """An event shaped as the user service publishes it."""
+    return CloudEvent(
+        source="/services/user",
+        type=event_type,
+        subject=str(user_id),
+        data={"user_id": str(user_id), **data},
+    )
+
+
+def profile(name: str, company: str) -> dict[str, Any]:
+    return {
+        "email": "owner@example.com",
+        "name": name,
+        "company_name": company,
+        "address": {
+            "line1": "1 Market St",
+            "line2": None,
+            "city": "Springfield",
+            "region": None,
+            "postal_code": "12345",
+            "country": "US",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+async def running_consumer(
+    kafka_bootstrap: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[None]:
+    """The worker's consumer group, as the worker wires it."""
+    consumer = EventConsumer(
+        name=consumers.CONSUMER_GROUP,
+        topics=consumers.TOPICS,
+        handlers=consumers.HANDLERS,
+        sessionmaker=sessionmaker,
+        inbox_model=InboxMessage,
+        bootstrap_servers=kafka_bootstrap,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+async def publish(bootstrap: str, *events: CloudEvent, key: str | None = None) -> None:
+    """Send the events in order; a shared key puts them on one partition, in that order."""
+    await ensure_topics(bootstrap, consumers.TOPICS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(
+                consumers.USER_TOPIC,
+                event.model_dump_json().encode(),
+                key=(key or event.subject).encode(),
+            )
+    finally:
+        await producer.stop()
+
+
+async def owner_row(
+    sessionmaker: async_sessionmaker[AsyncSession], owner_id: uuid.UUID, ready: Any
+) -> Owner:
+    for _ in range(200):
+        async with sessionmaker() as session:
+            owner = await session.get(Owner, owner_id)
+        if owner is not None and ready(owner):
+            return owner
+        await asyncio.sleep(0.1)
+    raise AssertionError("the owner's row never reached the expected state")
+
+
+async def test_the_latest_profile_is_kept_and_a_redelivery_changes_nothing(
+    running_consumer: None,
+    kafka_bootstrap: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    user_id, marker_id = uuid.uuid4(), uuid.uuid4()
+    registered = user_event("user.registered", user_id, profile("Ada", "Ada & Co"))
+    updated = user_event("user.updated", user_id, profile("Ada Lovelace", "Analytical Ltd"))
+    # Another user's event on the same partition, after the redelivery: once it is handled,
+    # the redelivered `registered` before it has been seen too.
+    marker = user_event("user.registered", marker_id, profile("Marker", "Marker Inc"))
+
+    await publish(kafka_bootstrap, registered, updated, registered, marker, key=str(user_id))
+
+    await owner_row(sessionmaker, marker_id, lambda o: o.name == "Marker")
+    async with sessionmaker() as session:
+        owner = await session.get(Owner, user_id)
+    assert owner is not None
+    assert (owner.name, owner.company_name, owner.city) == (
+        "Ada Lovelace",
+        "Analytical Ltd",
+        "Springfield",
+    )
+
+
+async def test_a_deleted_accounts_tokens_are_refused_and_its_profile_forgotten(
+    running_consumer: None,
+    kafka_bootstrap: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+) -> None:
+    user_id = uuid.uuid4()
+    auth = test_issuer.headers(user_id)
+    client = await create_client(api, auth)
+    await create_invoice(api, auth, client["id"])
+    await publish(
+        kafka_bootstrap, user_event("user.registered", user_id, profile("Bob", "Bob's Bikes"))
+    )
+    await owner_row(sessionmaker, user_id, lambda o: o.name == "Bob")
+
+    await publish(kafka_bootstrap, user_event("user.deleted", user_id, {}))
+
+    owner = await owner_row(sessionmaker, user_id, lambda o: o.deleted_at is not None)
+    assert (owner.email, owner.name, owner.company_name, owner.address_line1) == (None,) * 4
+    assert owner.deleted_at <= datetime.now(UTC).replace(tzinfo=None)
+    for _ in range(50):
+        response = await api.get("/api/invoices", headers=auth)
+        if response.status_code == 401:
+            break
+        await asyncio.sleep(0.2)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    created = await api.post(
+        "/api/clients", json={"name": "X", "email": "x@example.com"}, headers=auth
+    )
+    assert created.status_code == 401
+    someone_else = await api.get("/api/invoices", headers=test_issuer.headers(uuid.uuid4()))
+    assert someone_else.status_code == 200
