@@ -19,7 +19,7 @@ from common.errors import InvalidInput
 from common.events import new_event
 from common.ids import uuid7
 from common.logging import get_logger
-from common.outbox import add_event, utcnow
+from common.outbox import add_event
 from user import repository
 from user.config import UserSettings
 from user.crypto import SecretBox, new_secret, sha256_hex
@@ -41,7 +41,15 @@ from user.exceptions import (
     RefreshTokenReused,
     SignInRejected,
 )
-from user.models import Identity, LoginState, OutboxMessage, RefreshToken, SigningKey, User
+from user.models import (
+    Identity,
+    LoginState,
+    OutboxMessage,
+    RefreshToken,
+    SigningKey,
+    User,
+    now_utc,
+)
 from user.oidc import OidcProvider, VerifiedIdentity
 
 log = get_logger(__name__)
@@ -115,7 +123,7 @@ async def start_login(
         check_redirect_allowed(settings, redirect_uri)
     state, code_verifier, nonce = new_secret(), new_secret(48), new_secret()
     state_hash = sha256_hex(state)
-    now = utcnow()
+    now = now_utc()
     session.add(
         LoginState(
             state_hash=state_hash,
@@ -147,7 +155,7 @@ async def take_login(
     if not state or not browser_state or not hmac.compare_digest(state, browser_state):
         raise LoginStateInvalid()
     login = await repository.take_login_state(session, sha256_hex(state))
-    if login is None or login.provider != provider.name or login.expires_at <= utcnow():
+    if login is None or login.provider != provider.name or login.expires_at <= now_utc():
         raise LoginStateInvalid()
     await session.delete(login)
     await session.flush()
@@ -189,7 +197,7 @@ async def _user_for_identity(
     Accounts are found by (issuer, subject) only. An email another account already uses does
     not join the two: addresses are not proof of the same person across providers.
     """
-    now = utcnow()
+    now = now_utc()
     for _ in range(2):
         known = await repository.find_identity(session, identity.issuer, identity.subject)
         if known is not None:
@@ -262,7 +270,7 @@ async def issue_tokens(
             token_hash=sha256_hex(refresh_token),
             family_id=family_id or uuid7(),
             user_id=user_id,
-            expires_at=utcnow() + timedelta(days=settings.refresh_token_days),
+            expires_at=now_utc() + timedelta(days=settings.refresh_token_days),
         )
     )
     await session.flush()
@@ -278,7 +286,7 @@ async def refresh(
     which signs out both the thief and the user (who signs in again). RefreshTokenReused is
     raised after the revocation is staged; the caller commits it before answering.
     """
-    now = utcnow()
+    now = now_utc()
     row = await repository.get_refresh_token(session, sha256_hex(refresh_token))
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise RefreshTokenInvalid()
@@ -297,7 +305,7 @@ async def logout(session: AsyncSession, refresh_token: str) -> None:
     """Revoke the sign-in this refresh token belongs to (its whole family)."""
     row = await repository.get_refresh_token(session, sha256_hex(refresh_token))
     if row is not None:
-        await repository.revoke_family(session, row.family_id, utcnow())
+        await repository.revoke_family(session, row.family_id, now_utc())
 
 
 # --- signing keys -----------------------------------------------------------------------------
@@ -340,7 +348,7 @@ async def rotate_signing_keys(
     signed stay valid. Older keys are deleted once every token they signed has expired.
     """
     await repository.lock_signing_keys(session)
-    now = utcnow()
+    now = now_utc()
     keys = await repository.newest_signing_keys(session, 2)
     if len(keys) < 2:
         # First start: a key to sign with now, and the next one published ahead of its use.
@@ -394,7 +402,7 @@ async def published_keys(session: AsyncSession) -> dict[str, list[dict[str, Any]
 
 async def clean_up(session: AsyncSession) -> int:
     """Delete expired sign-ins in progress and expired refresh tokens; the rows removed."""
-    now = utcnow()
+    now = now_utc()
     return await repository.delete_expired_login_states(
         session, now
     ) + await repository.delete_expired_refresh_tokens(session, now)
@@ -447,7 +455,7 @@ async def update_profile(
             setattr(user, column, value)
             changed = True
     if changed:
-        user.updated_at = utcnow()
+        user.updated_at = now_utc()
         await session.flush()
         _publish(session, USER_UPDATED, user.id, profile_event(user))
     return user
@@ -460,7 +468,7 @@ async def delete_account(session: AsyncSession, user_id: uuid.UUID) -> None:
     late events about it change nothing.
     """
     user = await get_account(session, user_id, for_update=True)
-    now = utcnow()
+    now = now_utc()
     user.email = user.name = user.company_name = None
     for name in ADDRESS_FIELDS:
         setattr(user, f"address_{name}", None)

@@ -1,0 +1,372 @@
+"""Platform tokens: their shape, refresh rotation and reuse, logout, forged tokens, and key
+rotation that signs nobody out."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.auth import JwksCache, TokenVerifier
+from common.outbox import utcnow
+from user import service
+from user.config import UserSettings
+from user.crypto import sha256_hex
+from user.models import RefreshToken, SigningKey
+
+from .conftest import BASE_URL
+from .helpers import assert_problem, bearer, sign_in
+
+
+@pytest.fixture
+async def verifier(app: FastAPI, settings: UserSettings) -> AsyncIterator[TokenVerifier]:
+    """libs/common's verifier, as another service runs it, reading this service's JWKS."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        yield TokenVerifier(
+            JwksCache(f"{BASE_URL}/.well-known/jwks.json", http, refresh_floor_seconds=0),
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+        )
+
+
+def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, claims, _ = token.split(".")
+    decode = lambda part: json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # noqa: E731
+    return decode(header), decode(claims)
+
+
+async def _rotate(app: FastAPI, settings: UserSettings) -> str | None:
+    async with app.state.sessionmaker() as session, session.begin():
+        return await service.rotate_signing_keys(session, settings, app.state.secret_box)
+
+
+async def _jwks_kids(browser: httpx.AsyncClient) -> list[str]:
+    response = await browser.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    return [key["kid"] for key in response.json()["keys"]]
+
+
+# --- shape ------------------------------------------------------------------------------------
+
+
+async def test_an_access_token_is_an_rs256_jwt_that_libs_common_verifies(
+    browser: httpx.AsyncClient, subject: str, verifier: TokenVerifier, settings: UserSettings
+) -> None:
+    tokens = await sign_in(browser, subject)
+
+    header, claims = _segments(tokens["access_token"])
+    verified = await verifier.verify(tokens["access_token"])
+
+    assert header["alg"] == "RS256"
+    assert header["kid"] in await _jwks_kids(browser)
+    assert claims["iss"] == settings.auth_issuer == "ledgerline"
+    assert claims["aud"] == settings.auth_audience == "ledgerline"
+    assert claims["exp"] - claims["iat"] == 900
+    assert str(verified.id) == tokens["user_id"] == claims["sub"]
+
+
+async def test_the_jwks_publishes_public_parts_only(browser: httpx.AsyncClient) -> None:
+    await sign_in(browser, f"jwks-{uuid.uuid4().hex[:6]}")
+
+    keys = (await browser.get("/.well-known/jwks.json")).json()["keys"]
+
+    assert keys
+    for key in keys:
+        assert key["kty"] == "RSA"
+        assert key["use"] == "sig"
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+
+
+async def test_signing_keys_are_stored_encrypted(
+    sessionmaker: async_sessionmaker[AsyncSession], browser: httpx.AsyncClient
+) -> None:
+    await sign_in(browser, f"keys-{uuid.uuid4().hex[:6]}")
+
+    async with sessionmaker() as session:
+        sealed = list(await session.scalars(select(SigningKey.private_key_encrypted)))
+
+    assert sealed
+    for value in sealed:
+        assert b"PRIVATE KEY" not in value
+        assert b"-----BEGIN" not in value
+
+
+# --- refresh and logout -----------------------------------------------------------------------
+
+
+async def test_a_refresh_token_works_once_and_is_replaced(
+    browser: httpx.AsyncClient, subject: str
+) -> None:
+    first = await sign_in(browser, subject)
+
+    second = await browser.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+
+    assert second.status_code == 200, second.text
+    body = second.json()
+    assert body["refresh_token"] != first["refresh_token"]
+    assert body["user_id"] == first["user_id"]
+    assert (await browser.get("/api/users/me", headers=bearer(body))).status_code == 200
+
+
+async def test_reusing_a_spent_refresh_token_revokes_the_whole_sign_in(
+    browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    first = await sign_in(browser, subject)
+    other_sign_in = await sign_in(browser, subject)
+    rotated = await browser.post(
+        "/api/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
+    latest = rotated.json()["refresh_token"]
+
+    reused = await browser.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+
+    assert_problem(reused, 401)
+    after_reuse = await browser.post("/api/auth/refresh", json={"refresh_token": latest})
+    assert_problem(after_reuse, 401)
+    async with sessionmaker() as session:
+        family = (
+            await session.scalars(
+                select(RefreshToken).where(
+                    RefreshToken.token_hash.in_(
+                        [sha256_hex(first["refresh_token"]), sha256_hex(latest)]
+                    )
+                )
+            )
+        ).all()
+    assert len(family) == 2
+    assert all(row.revoked_at is not None for row in family)
+    # Another sign-in of the same user is another family, untouched.
+    untouched = await browser.post(
+        "/api/auth/refresh", json={"refresh_token": other_sign_in["refresh_token"]}
+    )
+    assert untouched.status_code == 200
+
+
+async def test_logout_revokes_the_refresh_token(browser: httpx.AsyncClient, subject: str) -> None:
+    tokens = await sign_in(browser, subject)
+
+    out = await browser.post("/api/auth/logout", json={"refresh_token": tokens["refresh_token"]})
+
+    assert out.status_code == 204
+    assert_problem(
+        await browser.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),
+        401,
+    )
+
+
+async def test_logout_with_an_unknown_token_says_nothing(browser: httpx.AsyncClient) -> None:
+    out = await browser.post("/api/auth/logout", json={"refresh_token": "never-issued"})
+
+    assert out.status_code == 204
+
+
+async def test_an_expired_refresh_token_is_refused(
+    browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    tokens = await sign_in(browser, subject)
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == sha256_hex(tokens["refresh_token"]))
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+    refused = await browser.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+
+    assert_problem(refused, 401)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"refresh_token": ""}, "refresh_token"),
+        ({"refresh_token": "x" * 201}, "refresh_token"),
+        ({"refresh_token": 42}, "refresh_token"),
+        ({"refresh_token": "abc", "user_id": "someone"}, "user_id"),
+    ],
+)
+async def test_a_malformed_refresh_request_names_the_field(
+    browser: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    response = await browser.post("/api/auth/refresh", json=body)
+
+    problem = assert_problem(response, 422)
+    assert field in [error["field"] for error in problem["errors"]]
+
+
+async def test_a_refresh_without_any_token_is_401(browser: httpx.AsyncClient) -> None:
+    assert_problem(await browser.post("/api/auth/refresh"), 401)
+
+
+# --- forged access tokens ---------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _compact(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    return (
+        f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}.{_b64(signature)}"
+    )
+
+
+async def _forgeries(app: FastAPI, settings: UserSettings, user_id: str) -> dict[str, str]:
+    """Tokens for a real user that must all be refused, most of them signed with our own key."""
+    async with app.state.sessionmaker() as session:
+        kid, key = await service.signing_key(session, settings, app.state.secret_box)
+    now = int(time.time())
+    claims = {
+        "iss": "ledgerline",
+        "aud": "ledgerline",
+        "sub": user_id,
+        "iat": now,
+        "exp": now + 600,
+    }
+
+    def ours(**overrides: Any) -> str:
+        return jwt.encode({"alg": "RS256", "kid": kid}, {**claims, **overrides}, key)
+
+    hs256_header = {"alg": "HS256", "kid": kid, "typ": "JWT"}
+    signing_input = _compact(hs256_header, claims).rsplit(".", 1)[0]
+    public_pem = key.as_pem(private=False)
+    stranger = RSAKey.generate_key(2048, parameters={"kid": kid})
+    return {
+        "alg none": _compact({"alg": "none", "kid": kid}, claims),
+        "HS256 keyed with our public key": signing_input
+        + "."
+        + _b64(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()),
+        "a key we never published": jwt.encode(
+            {"alg": "RS256", "kid": "not-published"},
+            claims,
+            RSAKey.generate_key(2048, parameters={"kid": "not-published"}),
+        ),
+        "another key under our kid": jwt.encode({"alg": "RS256", "kid": kid}, claims, stranger),
+        "wrong issuer": ours(iss="https://evil.example"),
+        "wrong audience": ours(aud="another-api"),
+        "expired": ours(iat=now - 1000, exp=now - 100),
+        "subject is not a user id": ours(sub="admin"),
+        "a user that does not exist": ours(sub=str(uuid.uuid4())),
+    }
+
+
+FORGERIES = [
+    "alg none",
+    "HS256 keyed with our public key",
+    "a key we never published",
+    "another key under our kid",
+    "wrong issuer",
+    "wrong audience",
+    "expired",
+    "subject is not a user id",
+    "a user that does not exist",
+]
+
+
+@pytest.mark.parametrize("name", FORGERIES)
+async def test_a_forged_access_token_is_refused_and_changes_nothing(
+    browser: httpx.AsyncClient, app: FastAPI, settings: UserSettings, subject: str, name: str
+) -> None:
+    tokens = await sign_in(browser, subject)
+    forgeries = await _forgeries(app, settings, tokens["user_id"])
+    assert sorted(forgeries) == sorted(FORGERIES)
+    forged = {"Authorization": f"Bearer {forgeries[name]}"}
+
+    read = await browser.get("/api/users/me", headers=forged)
+    change = await browser.patch("/api/users/me", json={"name": "Mallory"}, headers=forged)
+    delete = await browser.delete("/api/users/me", headers=forged)
+
+    for response in (read, change, delete):
+        assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    me = await browser.get("/api/users/me", headers=bearer(tokens))
+    assert me.status_code == 200
+    assert me.json()["name"] is None
+
+
+async def test_a_request_without_a_token_is_401(browser: httpx.AsyncClient) -> None:
+    assert_problem(await browser.get("/api/users/me"), 401)
+    assert_problem(await browser.get("/api/users/me", headers={"Authorization": "Basic abc"}), 401)
+
+
+# --- key rotation -----------------------------------------------------------------------------
+
+
+async def test_rotation_signs_new_tokens_with_the_new_key_and_keeps_old_ones_valid(
+    browser: httpx.AsyncClient,
+    app: FastAPI,
+    settings: UserSettings,
+    subject: str,
+    verifier: TokenVerifier,
+) -> None:
+    before = await sign_in(browser, subject)
+    old_kid = _segments(before["access_token"])[0]["kid"]
+    published_before = await _jwks_kids(browser)
+
+    now_signing = await _rotate(app, settings)
+    after = (
+        await browser.post("/api/auth/refresh", json={"refresh_token": before["refresh_token"]})
+    ).json()
+
+    new_kid = _segments(after["access_token"])[0]["kid"]
+    assert new_kid == now_signing != old_kid
+    # The key that signs now was published before it signed: no cached JWKS misses it.
+    assert new_kid in published_before
+    published = await _jwks_kids(browser)
+    assert old_kid in published
+    assert new_kid in published
+    for tokens in (before, after):
+        assert (await browser.get("/api/users/me", headers=bearer(tokens))).status_code == 200
+        assert str((await verifier.verify(tokens["access_token"])).id) == before["user_id"]
+
+
+async def test_keys_older_than_the_previous_one_go_once_their_tokens_have_expired(
+    browser: httpx.AsyncClient,
+    app: FastAPI,
+    settings: UserSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await sign_in(browser, f"rotate-{uuid.uuid4().hex[:6]}")
+    await _rotate(app, settings)
+    await _rotate(app, settings)
+    assert len(await _jwks_kids(browser)) >= 4, "young keys stay while their tokens may live"
+    # An hour passes: every token signed by a retired key has expired.
+    async with sessionmaker() as session, session.begin():
+        for key in await session.scalars(select(SigningKey)):
+            key.created_at -= timedelta(hours=1)
+
+    signing = await _rotate(app, settings)
+
+    published = await _jwks_kids(browser)
+    assert len(published) == 3, "next, current and previous"
+    assert published[1] == signing
+
+
+async def test_a_scheduled_rotation_waits_until_the_key_is_due(
+    app: FastAPI, settings: UserSettings, browser: httpx.AsyncClient
+) -> None:
+    await sign_in(browser, f"due-{uuid.uuid4().hex[:6]}")
+    async with app.state.sessionmaker() as session, session.begin():
+        not_due = await service.rotate_signing_keys(
+            session, settings, app.state.secret_box, only_if_older_than=timedelta(days=30)
+        )
+        due = await service.rotate_signing_keys(
+            session, settings, app.state.secret_box, only_if_older_than=timedelta(0)
+        )
+
+    assert not_due is None
+    assert due is not None
