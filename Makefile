@@ -7,7 +7,7 @@ UV_VERSION := 0.13.8
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
-TYPED := libs/common/src services/invoice/src
+TYPED := libs/common/src services/invoice/src services/user/src
 API_PORT := 8102
 GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
@@ -25,7 +25,7 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml services/invoice/pyproject.toml | $(UV)
+$(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml services/invoice/pyproject.toml services/user/pyproject.toml | $(UV)
 	$(UV) sync --frozen
 	touch $@
 

@@ -1,0 +1,81 @@
+"""Forged access tokens against every service, through the gateway: each is a 401
+problem+json, and nothing is created."""
+
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+from .conftest import Suite
+
+PROTECTED = [("GET", "/api/users/me"), ("GET", "/api/invoices"), ("POST", "/api/clients")]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _segments(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+
+
+async def forgeries(suite: Suite, victim: Any) -> dict[str, str]:
+    """Tokens an attacker can make, knowing the published keys and a victim's token."""
+    async with httpx.AsyncClient() as http:
+        jwks = (await http.get(f"{suite.gateway}/.well-known/jwks.json")).json()
+    published = KeySet.import_key_set(jwks).keys[0]
+    header, payload, signature = victim.access_token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    kid = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+    public_pem = published.as_pem(private=False)
+    hs256_input = _segments({"alg": "HS256", "kid": kid, "typ": "JWT"}, claims)
+    hs256_signature = hmac.new(public_pem, hs256_input.encode(), hashlib.sha256).digest()
+    stranger = RSAKey.generate_key(2048, parameters={"kid": kid})
+    other_user = {**claims, "sub": str(uuid.uuid4())}
+    return {
+        "alg none": _segments({"alg": "none", "kid": kid}, claims) + ".",
+        "HS256 keyed with the public key": f"{hs256_input}.{_b64(hs256_signature)}",
+        "signed by a stranger's key under the real kid": jwt.encode(
+            {"alg": "RS256", "kid": kid}, claims, stranger
+        ),
+        "unknown kid": jwt.encode(
+            {"alg": "RS256", "kid": "unknown"},
+            claims,
+            RSAKey.generate_key(2048, parameters={"kid": "unknown"}),
+        ),
+        "claims swapped under a real signature": ".".join(
+            [header, _b64(json.dumps(other_user).encode()), signature]
+        ),
+        "expired, self-signed": jwt.encode(
+            {"alg": "RS256", "kid": kid}, {**claims, "exp": 1}, stranger
+        ),
+    }
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_every_service_refuses_forged_tokens(
+    suite: Suite, sign_in_as: Any, method: str, path: str
+) -> None:
+    victim = await sign_in_as(f"victim-{uuid.uuid4().hex[:8]}@example.com")
+    forged = await forgeries(suite, victim)
+
+    async with httpx.AsyncClient(base_url=suite.gateway) as attacker:
+        for name, token in forged.items():
+            response = await attacker.request(
+                method,
+                path,
+                headers={"Authorization": f"Bearer {token}"},
+                json={"name": "Forged", "email": "f@example.com"} if method == "POST" else None,
+            )
+            assert response.status_code == 401, (name, response.text)
+            assert response.headers["content-type"] == "application/problem+json", name
+
+    clients = await victim.api.get("/api/clients")
+    assert clients.json()["items"] == []
