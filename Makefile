@@ -8,7 +8,6 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 TYPED := libs/common/src services/invoice/src services/user/src
-API_PORT := 8102
 GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -41,15 +40,18 @@ nginx:
 run: setup
 	$(BIN)/python scripts/devstack.py provision
 	@echo
-	@echo "Gateway:      http://127.0.0.1:$(GATEWAY_PORT)/  (every API below, one address)"
-	@echo "Invoice API:  http://127.0.0.1:$(GATEWAY_PORT)/api/invoices"
-	@echo "OpenAPI docs: http://127.0.0.1:$(API_PORT)/docs (invoice)"
-	@echo "A token:      make token"
+	@echo "Gateway:       http://127.0.0.1:$(GATEWAY_PORT)/  (every API, one address)"
+	@echo "Sign in:       http://127.0.0.1:$(GATEWAY_PORT)/api/auth/mock/login  (any name at the mock provider)"
+	@echo "Invoices:      http://127.0.0.1:$(GATEWAY_PORT)/api/invoices"
+	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)"
+	@echo "A token:       make token SUB=alice@example.com"
 	@echo
 	$(BIN)/honcho start -f deploy/local/Procfile -d .
 
+# Signs in at the local mock provider through the gateway, the way a browser does.
 token: setup
-	@$(BIN)/python scripts/dev_issuer.py token $(USER_ID)
+	@$(BIN)/python -m user.cli token --provider mock --sub "$(or $(SUB),owner@example.com)" \
+		--base-url http://127.0.0.1:$(GATEWAY_PORT)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -16,7 +16,10 @@ MARIADB_DAEMON = Path("/usr/sbin/mariadbd")
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 PLACEHOLDER = "dev-only-change-me"
 # Each service's schema, its own database user, and where its migrations live.
-SERVICES = {"invoice": ("invoice_svc", ROOT / "services/invoice/alembic.ini")}
+SERVICES = {
+    "user": ("user_svc", ROOT / "services/user/alembic.ini"),
+    "invoice": ("invoice_svc", ROOT / "services/invoice/alembic.ini"),
+}
 
 
 def port_open(host: str, port: int) -> bool:
