@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -37,7 +38,9 @@ def migrate(database_url: str) -> None:
 
 
 def start_mock_provider(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """oidc-provider-mock in its own process on a free loopback port; (process, issuer)."""
+    """oidc-provider-mock in its own process on a free loopback port; (process, issuer).
+
+    It is not waited for: the caller waits for the port, so several start side by side."""
     port = free_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -53,12 +56,12 @@ def start_mock_provider(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    try:
-        wait_for_port("127.0.0.1", port)
-    except TimeoutError:
-        process.kill()
-        raise
     return process, f"http://127.0.0.1:{port}"
+
+
+def wait_for_provider(issuer: str) -> None:
+    parts = urlsplit(issuer)
+    wait_for_port(parts.hostname or "127.0.0.1", parts.port or 80)
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +70,8 @@ def mock_providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     logs = tmp_path_factory.mktemp("oidc-provider-mock")
     started = {name: start_mock_provider(logs / f"{name}.log") for name in ("mock", "other")}
     try:
+        for _, issuer in started.values():
+            wait_for_provider(issuer)
         yield {name: issuer for name, (_, issuer) in started.items()}
     finally:
         for process, _ in started.values():

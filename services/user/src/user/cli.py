@@ -72,7 +72,8 @@ async def _rotate_keys(_args: argparse.Namespace) -> None:
             )
     finally:
         await engine.dispose()
-    print(f"new signing key: {kid}")
+    # The key that now signs was published one rotation ago; the one before it stays published.
+    print(f"now signing with key {kid}")
 
 
 def main(argv: list[str] | None = None) -> None:
