@@ -61,7 +61,7 @@ typecheck: setup
 	$(BIN)/mypy $(TYPED)
 
 deploy-check: setup
-	$(BIN)/hadolint services/invoice/Dockerfile
+	$(BIN)/hadolint services/invoice/Dockerfile services/user/Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
