@@ -22,7 +22,7 @@ from common.logging import get_logger
 from common.outbox import add_event
 from user import repository
 from user.config import UserSettings
-from user.crypto import SecretBox, new_secret, sha256_hex
+from user.crypto import SealError, SecretBox, new_secret, sha256_hex
 from user.events import (
     SOURCE,
     TOPIC,
@@ -178,7 +178,12 @@ async def finish_login(
         raise SignInRejected()
     if not code:
         raise InvalidInput("The provider's callback carries no code", field="code")
-    code_verifier = box.open(login.code_verifier_encrypted, login.state_hash.encode()).decode()
+    try:
+        sealed = login.code_verifier_encrypted
+        code_verifier = box.open(sealed, login.state_hash.encode()).decode()
+    except SealError:
+        # Sealed under a secret key that has since changed: this sign-in cannot finish.
+        raise LoginStateInvalid() from None
     id_token = await provider.exchange_code(
         code=code, code_verifier=code_verifier, redirect_uri=callback_url(settings, provider.name)
     )
