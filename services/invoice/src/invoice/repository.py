@@ -4,9 +4,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -30,13 +31,38 @@ class InvoiceFilter:
     due_date: date | None = None
 
 
+@dataclass(frozen=True)
+class ListingShape:
+    """What the listing statement depends on besides its values: which filters are set, the
+    sort, and whether the page continues after a cursor."""
+
+    order_by: str
+    descending: bool
+    by_status: bool
+    by_due_date: bool
+    by_name: bool
+    after_cursor: bool
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A listing statement and the values it runs with."""
+
+    statement: Select[Invoice]
+    params: dict[str, Any]
+
+
 def listing_index(order_by: str, filters: InvoiceFilter) -> str:
     """The index whose column order serves this filter and sort without a filesort.
 
-    Equality filters come first in the index, then the sort key; a client-name prefix is
-    checked inside the index (every listing index holds client_name), not by reading rows.
+    Equality filters come first in the index, then the sort key; every listing index holds
+    client_name, so a client-name prefix can be checked in the index (MariaDB 10.11 does so
+    on ascending scans only; descending ones read the row to check it).
     """
-    by_status, by_due = filters.status is not None, filters.due_date is not None
+    return _index_for(order_by, filters.status is not None, filters.due_date is not None)
+
+
+def _index_for(order_by: str, by_status: bool, by_due: bool) -> str:
     if by_status and by_due:
         return "ix_invoices_owner_status_due_client"
     if by_due:
@@ -60,11 +86,11 @@ def listing_index(order_by: str, filters: InvoiceFilter) -> str:
 
 def sort_columns(order_by: str, filters: InvoiceFilter) -> list[str]:
     """The sort key without the columns an equality filter already fixes."""
-    fixed = {
-        name
-        for name, value in (("status", filters.status), ("due_date", filters.due_date))
-        if value is not None
-    }
+    return _sort_columns(order_by, filters.status is not None, filters.due_date is not None)
+
+
+def _sort_columns(order_by: str, by_status: bool, by_due: bool) -> list[str]:
+    fixed = {name for name, set_ in (("status", by_status), ("due_date", by_due)) if set_}
     return [name for name in SORT_KEYS[order_by] if name not in fixed]
 
 
@@ -73,13 +99,15 @@ def _column(name: str) -> InstrumentedAttribute[Any]:
     return column
 
 
-def _after(columns: list[str], values: list[Any], last_id: uuid.UUID, descending: bool) -> Any:
+def _after(columns: list[str], descending: bool) -> ColumnElement[bool]:
     """Rows strictly after the cursor in the sort order, spelled as nested OR/AND so the
     range optimizer turns it into index ranges (row-value comparison is not optimized by
-    every MySQL flavour)."""
+    every MySQL flavour). The cursor's values are bound as `after_0`.. and `after_id`."""
+    last_id: BindParameter[Any] = bindparam("after_id")
     beyond = Invoice.id < last_id if descending else Invoice.id > last_id
-    for name, value in reversed(list(zip(columns, values, strict=True))):
+    for position, name in reversed(list(enumerate(columns))):
         column = _column(name)
+        value: BindParameter[Any] = bindparam(f"after_{position}")
         past = column < value if descending else column > value
         beyond = or_(past, and_(column == value, beyond))
     return beyond
@@ -89,6 +117,35 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+@lru_cache(maxsize=256)
+def listing_statement(shape: ListingShape) -> Select[Invoice]:
+    """The listing statement of one shape, with its values as bound parameters.
+
+    There are 96 shapes; building one costs more than the query it runs (SQLAlchemy
+    expression objects), so each is built once and reused, and its compiled form stays in
+    SQLAlchemy's cache under a key computed once.
+    """
+    columns = _sort_columns(shape.order_by, shape.by_status, shape.by_due_date)
+    conditions: list[ColumnElement[bool]] = [Invoice.owner_id == bindparam("owner_id")]
+    if shape.by_status:
+        conditions.append(Invoice.status == bindparam("status"))
+    if shape.by_due_date:
+        conditions.append(Invoice.due_date == bindparam("due_date"))
+    if shape.by_name:
+        conditions.append(Invoice.client_name.like(bindparam("name_pattern"), escape="\\"))
+    if shape.after_cursor:
+        conditions.append(_after(columns, shape.descending))
+    ordering = [*(_column(name) for name in columns), Invoice.id]
+    index = _index_for(shape.order_by, shape.by_status, shape.by_due_date)
+    return (
+        select(Invoice)
+        .with_hint(Invoice, f"FORCE INDEX ({index})", "mysql")
+        .where(*conditions)
+        .order_by(*(c.desc() if shape.descending else c.asc() for c in ordering))
+        .limit(bindparam("limit"))
+    )
+
+
 def invoice_listing(
     owner_id: uuid.UUID,
     filters: InvoiceFilter,
@@ -96,33 +153,31 @@ def invoice_listing(
     descending: bool,
     after: tuple[list[Any], uuid.UUID] | None,
     limit: int,
-) -> Select[Invoice]:
+) -> Listing:
     """The listing query; `after` is the last row's sort key values and id."""
-    columns = sort_columns(order_by, filters)
-    conditions: list[ColumnElement[bool]] = [Invoice.owner_id == owner_id]
-    if filters.status is not None:
-        conditions.append(Invoice.status == filters.status)
-    if filters.due_date is not None:
-        conditions.append(Invoice.due_date == filters.due_date)
-    if filters.client_name_prefix is not None:
-        conditions.append(
-            Invoice.client_name.like(escape_like(filters.client_name_prefix) + "%", escape="\\")
-        )
-    if after is not None:
-        values, last_id = after
-        conditions.append(_after(columns, values, last_id, descending))
-    ordering = [*(_column(name) for name in columns), Invoice.id]
-    return (
-        select(Invoice)
-        .with_hint(Invoice, f"FORCE INDEX ({listing_index(order_by, filters)})", "mysql")
-        .where(*conditions)
-        .order_by(*(c.desc() if descending else c.asc() for c in ordering))
-        .limit(limit)
+    shape = ListingShape(
+        order_by=order_by,
+        descending=descending,
+        by_status=filters.status is not None,
+        by_due_date=filters.due_date is not None,
+        by_name=filters.client_name_prefix is not None,
+        after_cursor=after is not None,
     )
+    params: dict[str, Any] = {"owner_id": owner_id, "limit": limit}
+    if filters.status is not None:
+        params["status"] = filters.status
+    if filters.due_date is not None:
+        params["due_date"] = filters.due_date
+    if filters.client_name_prefix is not None:
+        params["name_pattern"] = escape_like(filters.client_name_prefix) + "%"
+    if after is not None:
+        values, params["after_id"] = after
+        params.update((f"after_{position}", value) for position, value in enumerate(values))
+    return Listing(listing_statement(shape), params)
 
 
-async def list_invoices(session: AsyncSession, query: Select[Invoice]) -> Sequence[Invoice]:
-    return (await session.scalars(query)).all()
+async def list_invoices(session: AsyncSession, listing: Listing) -> Sequence[Invoice]:
+    return (await session.scalars(listing.statement, listing.params)).all()
 
 
 async def get_invoice(
