@@ -11,7 +11,19 @@ import structlog
 
 # Keys whose values never reach a log line, whatever a caller passes.
 SECRET_KEYS = frozenset(
-    {"password", "token", "access_token", "refresh_token", "authorization", "card", "secret"}
+    {
+        "password",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "code",
+        "code_verifier",
+        "client_secret",
+        "authorization",
+        "card",
+        "secret",
+    }
 )
 
 
