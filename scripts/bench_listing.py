@@ -1160,6 +1160,7 @@ async def run(args: argparse.Namespace) -> str:
         except subprocess.TimeoutExpired:
             api.kill()
         issuer.stop()
+        shutil.rmtree(log.parent, ignore_errors=True)  # a failed start quotes the log's tail
     return report
 
 
