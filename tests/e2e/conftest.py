@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from common.testing.gateway import GatewayConfig, start_gateway
-from common.testing.plugin import temporary_database
+from common.testing.plugin import migrate_schema, temporary_database
 from common.testing.servers import MysqlServer, free_port, wait_for_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -30,20 +30,8 @@ class Suite:
 
 
 def migrate(service: str, database_url: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alembic",
-            "-c",
-            str(REPOSITORY / "services" / service / "alembic.ini"),
-            "upgrade",
-            "head",
-        ],
-        check=True,
-        env={**os.environ, f"{service.upper()}_DATABASE_URL": database_url},
-        capture_output=True,
-    )
+    alembic_ini = REPOSITORY / "services" / service / "alembic.ini"
+    migrate_schema(alembic_ini, service.upper(), database_url)
 
 
 class Processes:

@@ -1,8 +1,5 @@
 """Fixtures of the invoice service's tests: a migrated throwaway schema, the app, a client."""
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +11,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.testing.identity import ISSUER, TestIssuer
-from common.testing.plugin import temporary_database
+from common.testing.plugin import migrate_schema, temporary_database
 from common.testing.servers import MysqlServer
 from invoice.config import InvoiceSettings
 from invoice.main import create_app
@@ -23,13 +20,7 @@ ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
 
 def migrate(database_url: str) -> None:
-    """Run the service's migrations the way deployment does: alembic in its own process."""
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ALEMBIC_INI), "upgrade", "head"],
-        check=True,
-        env={**os.environ, "INVOICE_DATABASE_URL": database_url},
-        capture_output=True,
-    )
+    migrate_schema(ALEMBIC_INI, "INVOICE", database_url)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Fixtures of the user service's tests: a migrated throwaway schema, two OpenID Connect
 providers (oidc-provider-mock as real HTTP servers), the app, and a browser-like client."""
 
-import os
 import subprocess
 import sys
 import uuid
@@ -15,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.testing.plugin import temporary_database
+from common.testing.plugin import migrate_schema, temporary_database
 from common.testing.servers import MysqlServer, free_port, wait_for_port
 from user.config import OidcProviderSettings, UserSettings
 from user.main import create_app
@@ -28,13 +27,7 @@ CLIENT_SECRET = "test-client-secret-0f1e2d3c"
 
 
 def migrate(database_url: str) -> None:
-    """Run the service's migrations the way deployment does: alembic in its own process."""
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ALEMBIC_INI), "upgrade", "head"],
-        check=True,
-        env={**os.environ, "USER_DATABASE_URL": database_url},
-        capture_output=True,
-    )
+    migrate_schema(ALEMBIC_INI, "USER", database_url)
 
 
 def start_mock_provider(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:

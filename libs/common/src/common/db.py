@@ -1,11 +1,12 @@
 """The async engine and sessions of one service schema, and its declarative base."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import BINARY, Dialect, MetaData
+from sqlalchemy import BINARY, Connection, Dialect, MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -43,6 +44,26 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
     )
+
+
+def run_migrations(database_url: str, metadata: MetaData) -> None:
+    """Alembic's `env.py` body for every service: the migrations over the async engine."""
+    from alembic import context
+
+    def migrate(connection: Connection) -> None:
+        context.configure(connection=connection, target_metadata=metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run() -> None:
+        engine = create_engine(database_url, pool_size=1)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(migrate)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -6,10 +6,9 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import create_engine, create_sessionmaker
-from common.inbox import EventConsumer
 from common.logging import configure_logging, get_logger
-from common.outbox import OutboxRelay
-from common.runtime import Loop, run_every, run_loops
+from common.runtime import run_every, run_loops
+from common.worker import messaging_loops
 from invoice import consumers, service
 from invoice.config import get_settings
 from invoice.models import InboxMessage, OutboxMessage
@@ -36,7 +35,6 @@ async def run() -> None:
     configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=4)
     sessionmaker = create_sessionmaker(engine)
-    relay = OutboxRelay(sessionmaker, OutboxMessage, settings.kafka_bootstrap_servers)
 
     async def past_due_schedule(stop: asyncio.Event) -> None:
         await run_every(
@@ -46,18 +44,16 @@ async def run() -> None:
             "past_due_sweep",
         )
 
-    loops: list[Loop] = [relay.run, past_due_schedule]
-    if consumers.TOPICS:
-        loops.append(
-            EventConsumer(
-                name=consumers.CONSUMER_GROUP,
-                topics=consumers.TOPICS,
-                handlers=consumers.HANDLERS,
-                sessionmaker=sessionmaker,
-                inbox_model=InboxMessage,
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-            ).run
-        )
+    loops = messaging_loops(
+        sessionmaker=sessionmaker,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        outbox_model=OutboxMessage,
+        inbox_model=InboxMessage,
+        consumer_group=consumers.CONSUMER_GROUP,
+        topics=consumers.TOPICS,
+        handlers=consumers.HANDLERS,
+    )
+    loops += [past_due_schedule]
     try:
         await run_loops(loops)
     finally:

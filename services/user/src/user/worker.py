@@ -7,10 +7,9 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import create_engine, create_sessionmaker
-from common.inbox import EventConsumer
 from common.logging import configure_logging, get_logger
-from common.outbox import OutboxRelay
-from common.runtime import Loop, run_every, run_loops
+from common.runtime import run_every, run_loops
+from common.worker import messaging_loops
 from user import consumers, service
 from user.config import UserSettings, get_settings
 from user.crypto import SecretBox
@@ -47,7 +46,6 @@ async def run() -> None:
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=4)
     sessionmaker = create_sessionmaker(engine)
     box = SecretBox(settings.secret_key.get_secret_value())
-    relay = OutboxRelay(sessionmaker, OutboxMessage, settings.kafka_bootstrap_servers)
 
     async def key_rotation_schedule(stop: asyncio.Event) -> None:
         await run_every(
@@ -60,18 +58,16 @@ async def run() -> None:
     async def clean_up_schedule(stop: asyncio.Event) -> None:
         await run_every(stop, settings.cleanup_seconds, partial(clean_up, sessionmaker), "clean_up")
 
-    loops: list[Loop] = [relay.run, key_rotation_schedule, clean_up_schedule]
-    if consumers.TOPICS:
-        loops.append(
-            EventConsumer(
-                name=consumers.CONSUMER_GROUP,
-                topics=consumers.TOPICS,
-                handlers=consumers.HANDLERS,
-                sessionmaker=sessionmaker,
-                inbox_model=InboxMessage,
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-            ).run
-        )
+    loops = messaging_loops(
+        sessionmaker=sessionmaker,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        outbox_model=OutboxMessage,
+        inbox_model=InboxMessage,
+        consumer_group=consumers.CONSUMER_GROUP,
+        topics=consumers.TOPICS,
+        handlers=consumers.HANDLERS,
+    )
+    loops += [key_rotation_schedule, clean_up_schedule]
     try:
         await run_loops(loops)
     finally:

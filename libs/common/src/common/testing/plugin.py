@@ -3,9 +3,12 @@ throwaway schemas, and a token issuer whose JWKS the services fetch over HTTP.""
 
 import asyncio
 import contextlib
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncmy
@@ -73,6 +76,17 @@ async def temporary_database(server: MysqlServer, prefix: str) -> AsyncIterator[
         yield server.url(name)
     finally:
         await _admin_execute(server, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def migrate_schema(alembic_ini: Path, env_prefix: str, database_url: str) -> None:
+    """Run a service's migrations the way deployment does: alembic in its own process, the
+    schema named by `<PREFIX>_DATABASE_URL`."""
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(alembic_ini), "upgrade", "head"],
+        check=True,
+        env={**os.environ, f"{env_prefix}_DATABASE_URL": database_url},
+        capture_output=True,
+    )
 
 
 async def next_event(
