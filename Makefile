@@ -12,7 +12,7 @@ GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup nginx run test lint typecheck deploy-check pytest bench token
+.PHONY: help setup nginx wrk run test lint typecheck deploy-check pytest bench token
 
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
@@ -36,6 +36,13 @@ nginx:
 		echo "Installing Debian's nginx-light for the gateway ..."; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+
+# The listing benchmark's load generator, from Debian like nginx.
+wrk:
+	@command -v wrk >/dev/null || { \
+		echo "Installing Debian's wrk for the benchmark ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 run: setup
 	$(BIN)/python scripts/devstack.py provision
@@ -71,6 +78,6 @@ pytest: setup
 
 test: lint typecheck deploy-check pytest
 
-bench: setup
+bench: setup wrk
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_listing.py
