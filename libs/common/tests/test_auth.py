@@ -1,5 +1,6 @@
 """Access-token verification: the one valid shape passes, every forgery is refused alike."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -129,3 +130,57 @@ async def test_a_rotated_key_is_fetched_when_a_token_names_it() -> None:
         assert user.id == uuid.UUID(int=7)
     finally:
         old.stop()
+
+
+# --- remembered tokens --------------------------------------------------------------------------
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    verifier: TokenVerifier, test_issuer: TestIssuer
+) -> None:
+    expires_at = int(time.time()) + 2
+    token = test_issuer.token(uuid.uuid4(), exp=expires_at)
+    await verifier.verify(token)
+    await verifier.verify(token)  # from memory now
+
+    await asyncio.sleep(expires_at - time.time() + 0.05)
+
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token)
+
+
+async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None:
+    issuer = TestIssuer().start()
+    try:
+        async with httpx.AsyncClient() as http:
+            # max_age 0: every verification asks whether the signing key is still published.
+            cache = JwksCache(issuer.jwks_url, http, max_age_seconds=0, refresh_floor_seconds=0)
+            verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
+            token = issuer.token()
+            await verifier.verify(token)
+            await verifier.verify(token)
+
+            # The key leaked: the issuer stops publishing it.
+            issuer.public_jwks = TestIssuer().public_jwks
+
+            with pytest.raises(Unauthorized):
+                await verifier.verify(token)
+    finally:
+        issuer.stop()
+
+
+async def test_remembering_is_bounded_and_forgetting_costs_nothing_but_a_check(
+    test_issuer: TestIssuer,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        verifier = TokenVerifier(
+            JwksCache(test_issuer.jwks_url, http), ISSUER, AUDIENCE, remembered=2
+        )
+        users = [uuid.uuid4() for _ in range(5)]
+        tokens = [test_issuer.token(user_id) for user_id in users]
+
+        for _ in range(2):
+            for user_id, token in zip(users, tokens, strict=True):
+                assert (await verifier.verify(token)).id == user_id
+
+        assert len(verifier._verified) == 2

@@ -6,11 +6,13 @@ when a token names a key id the cache does not hold (the signing keys rotate).
 """
 
 import asyncio
+import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import httpx
@@ -31,7 +33,14 @@ class AuthenticatedUser:
     """The owner a request acts for, from a verified access token."""
 
     id: uuid.UUID
-    claims: dict[str, Any]
+    claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _VerifiedToken:
+    user: AuthenticatedUser
+    kid: str
+    expires_at: float
 
 
 class JwksCache:
@@ -81,10 +90,21 @@ class JwksCache:
 
 
 class TokenVerifier:
-    """Turns a bearer token into an AuthenticatedUser or raises Unauthorized."""
+    """Turns a bearer token into an AuthenticatedUser or raises Unauthorized.
 
-    def __init__(self, keys: JwksCache, issuer: str, audience: str) -> None:
+    A client sends the same access token with every request until it expires, and checking
+    its RS256 signature is most of what a cheap request costs. So a token that passed is
+    remembered (by its SHA-256, never in clear) until its `exp`, as long as the key that
+    signed it is still published; at most `remembered` tokens, the oldest forgotten first.
+    Refused tokens are never remembered.
+    """
+
+    def __init__(
+        self, keys: JwksCache, issuer: str, audience: str, *, remembered: int = 10_000
+    ) -> None:
         self.keys = keys
+        self.remembered = remembered
+        self._verified: dict[bytes, _VerifiedToken] = {}
         self.claims_registry = jwt.JWTClaimsRegistry(
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
@@ -93,7 +113,20 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str) -> AuthenticatedUser:
-        """Check the token fully; the reason for a refusal is logged, never returned."""
+        """The token's user; the reason for a refusal is logged, never returned."""
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            if time.time() < known.expires_at and await self.keys.key_for(known.kid) is not None:
+                return known.user
+            self._verified.pop(digest, None)
+        verified = await self._verify_fully(token)
+        if len(self._verified) >= self.remembered:
+            self._verified.pop(next(iter(self._verified)), None)
+        self._verified[digest] = verified
+        return verified.user
+
+    async def _verify_fully(self, token: str) -> _VerifiedToken:
         try:
             header = jws.extract_compact(token.encode()).protected
         except (JoseError, ValueError):
@@ -110,10 +143,12 @@ class TokenVerifier:
             decoded = jwt.decode(token, key, algorithms=list(ALLOWED_ALGORITHMS))
             self.claims_registry.validate(decoded.claims)
             user_id = uuid.UUID(str(decoded.claims["sub"]))
-        except (JoseError, ValueError, KeyError) as exc:
+            expires_at = float(decoded.claims["exp"])
+        except (JoseError, ValueError, KeyError, TypeError) as exc:
             log.info("token_refused", reason=type(exc).__name__)
             raise Unauthorized() from None
-        return AuthenticatedUser(id=user_id, claims=dict(decoded.claims))
+        claims = MappingProxyType(dict(decoded.claims))
+        return _VerifiedToken(AuthenticatedUser(user_id, claims), kid, expires_at)
 
 
 ClosedAccountsLoader = Callable[[datetime], Awaitable[set[uuid.UUID]]]
