@@ -88,6 +88,18 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
 
 
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for endpoints that only read: nothing to commit, so no COMMIT round trip;
+    the pool's rollback when the connection returns ends the transaction. Anything written
+    through it is discarded."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session)]
+
+
 class BinaryUUID(TypeDecorator[uuid.UUID]):
     """A UUID stored in 16 bytes: every secondary index repeats the primary key, so the
     key's width is paid once per index entry."""
