@@ -7,13 +7,13 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from common.auth import CurrentUser
-from common.db import SessionDep
+from common.db import ReadSessionDep, SessionDep
 from common.health import database_answers
 from invoice import service
 from invoice.dependencies import CursorCodecDep, SettingsDep
 from invoice.exceptions import CardPaymentsUnavailable
 from invoice.models import Client, Invoice, InvoiceStatus
-from invoice.repository import InvoiceFilter
+from invoice.repository import InvoiceFilter, InvoiceRow
 from invoice.schemas import (
     SEED_STATUS,
     STATUS_FROM_SEED,
@@ -51,7 +51,7 @@ async def create_client(body: ClientCreate, user: CurrentUser, session: SessionD
 async def list_clients(
     query: Annotated[PageQuery, Query()],
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     codec: CursorCodecDep,
 ) -> ClientPage:
     page = await service.list_clients(session, codec, user.id, query.limit, query.cursor)
@@ -64,7 +64,7 @@ async def list_clients(
 @router.get(
     "/clients/{client_id}", response_model=ClientRead, responses=NOT_FOUND, tags=["clients"]
 )
-async def get_client(client_id: int, user: CurrentUser, session: SessionDep) -> Client:
+async def get_client(client_id: int, user: CurrentUser, session: ReadSessionDep) -> Client:
     return await service.get_client(session, user.id, client_id)
 
 
@@ -92,7 +92,7 @@ async def create_invoice(
 async def list_invoices(
     query: Annotated[InvoiceListQuery, Query()],
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     codec: CursorCodecDep,
 ) -> InvoicePage:
     """Filter by client name prefix, status and due date; sort by client name, status or due
@@ -112,7 +112,7 @@ async def list_invoices(
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceRead, responses=NOT_FOUND)
-async def get_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Invoice:
+async def get_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep) -> Invoice:
     return await service.get_invoice(session, user.id, invoice_id)
 
 
@@ -124,7 +124,7 @@ async def void_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: Sessio
 # --- seed 001's contract ----------------------------------------------------------------------
 
 
-def _seed_response(invoice: Invoice, client: Client) -> InvoiceResponse:
+def _seed_response(invoice: Invoice | InvoiceRow, client: Client) -> InvoiceResponse:
     return InvoiceResponse(
         id=invoice.id,
         jobDescription=invoice.description,
@@ -145,7 +145,7 @@ async def health_check(request: Request) -> JSONResponse:
 
 @seed_router.get("/invoice/{invoice_id}", response_model=InvoiceResponse, responses=NOT_FOUND)
 async def seed_get_invoice(
-    invoice_id: uuid.UUID, user: CurrentUser, session: SessionDep
+    invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep
 ) -> InvoiceResponse:
     invoice = await service.get_invoice(session, user.id, invoice_id)
     client = await service.get_client(session, user.id, invoice.client_id)
@@ -177,7 +177,7 @@ async def seed_list_invoices(
     request: Request,
     response: Response,
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     codec: CursorCodecDep,
 ) -> list[InvoiceResponse]:
     """Invoices by due date, newest first, 10 at a time by default. The next page's cursor is

@@ -23,7 +23,7 @@ from invoice.events import (
 )
 from invoice.exceptions import ClientNotFound, InvoiceNotFound, InvoiceNotOpen, UnknownClient
 from invoice.models import OPEN_STATUSES, Client, Invoice, InvoiceStatus, OutboxMessage, Owner
-from invoice.repository import InvoiceFilter
+from invoice.repository import InvoiceFilter, InvoiceRow
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ async def list_clients(
 
 
 async def clients_of(
-    session: AsyncSession, owner_id: uuid.UUID, invoices: list[Invoice]
+    session: AsyncSession, owner_id: uuid.UUID, invoices: list[InvoiceRow]
 ) -> dict[int, Client]:
     """The clients the invoices were sent to, by id."""
     return await repository.clients_by_id(session, owner_id, {i.client_id for i in invoices})
@@ -242,7 +242,7 @@ async def mark_past_due(session: AsyncSession, today: date, batch_size: int = 50
 
 async def list_invoices(
     session: AsyncSession, codec: CursorCodec, owner_id: uuid.UUID, request: ListRequest
-) -> Page[Invoice]:
+) -> Page[InvoiceRow]:
     """One page of the owner's invoices, filtered and sorted, after the cursor's row."""
     columns = repository.sort_columns(request.order_by, request.filters)
     query_id = _query_fingerprint(request)
