@@ -619,6 +619,7 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.status + e.timeout))
 end
 """
+LIVENESS = "/health/live"
 DISTURBED = 0.25  # cores used by other work during a round before the round is taken again
 
 
@@ -740,9 +741,22 @@ class Bench:
         return int(requests), micros / 1e6, p50 / 1000, p95 / 1000
 
     async def api_round(self, page: PageResult) -> Run:
+        return await self.url_round(page.url)
+
+    async def url_round(self, url: str) -> Run:
         self.watch.start()
-        requests, seconds, p50, p95 = await self.wrk(page.url, self.seconds)
+        requests, seconds, p50, p95 = await self.wrk(url, self.seconds)
         return Run(requests, seconds, p50, p95, self.watch.stop(self.api_pid))
+
+    async def framework_floor(self) -> Measure:
+        """The same app's liveness endpoint under the same load: the same server and
+        middleware with no token, no query and no model. No endpoint of this app can be
+        faster, so it bounds what the listing could reach."""
+        await self.wrk(LIVENESS, 1)
+        runs = [
+            await steady(lambda: self.url_round(LIVENESS), LIVENESS) for _ in range(self.rounds)
+        ]
+        return Measure(tuple(runs))
 
     async def _drive(self, statement: Statement, seconds: float) -> tuple[float, list[float]]:
         """The statement in a loop on each raw connection at once, for `seconds`."""
@@ -1006,6 +1020,18 @@ def summary(results: list[ComboResult]) -> str:
     return "\n".join(lines)
 
 
+def framework_line(results: list[ComboResult], floor: Measure) -> str:
+    pages = [p for r in results for p in (r.first, r.deep)]
+    raw = statistics.median(taken(p.raw).rps for p in pages)
+    api = statistics.median(taken(p.api).rps for p in pages)
+    return (
+        f"- Framework floor: `{LIVENESS}` of the same app (same server and middleware; no "
+        f"token, no query) serves {floor.rps:,.0f} rps at {floor.cpu_ms:.2f} ms of CPU per "
+        f"request, {floor.rps / raw:.2f} of the median raw rate ({raw:,.0f}); the listing's "
+        f"median is {api:,.0f} rps."
+    )
+
+
 def machine(bench: Bench, mariadb: list[Row]) -> str:
     model = next(
         (
@@ -1062,7 +1088,7 @@ async def wait_until_live(base_url: str, process: subprocess.Popen[bytes], log: 
             if process.poll() is not None:
                 break
             try:
-                if (await client.get(base_url + "/health/live")).status_code == 200:
+                if (await client.get(base_url + LIVENESS)).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -1148,8 +1174,10 @@ async def run(args: argparse.Namespace) -> str:
                     f"deep/first p95 {deep_ratio(result):.2f}"
                 )
                 results.append(result)
+            say(f"{LIVENESS} of the same app ...")
+            floor = await bench.framework_floor()
             mariadb = await fetch(raw[0], "SELECT VERSION(), @@innodb_buffer_pool_size")
-            report = render(bench, results, counts, mariadb, time.perf_counter() - began)
+            report = render(bench, results, floor, counts, mariadb, time.perf_counter() - began)
     finally:
         for connection in raw:
             connection.close()
@@ -1167,6 +1195,7 @@ async def run(args: argparse.Namespace) -> str:
 def render(
     bench: Bench,
     results: list[ComboResult],
+    floor: Measure,
     counts: dict[InvoiceFilter, int],
     mariadb: list[Row],
     elapsed: float,
@@ -1194,6 +1223,8 @@ big owner `{big.big_owner}` (data as of {big.reference_date}). Filters: status =
 {table(results)}
 
 {summary(results)}
+
+{framework_line(results, floor)}
 
 Costs per request (first page unless marked):
 
