@@ -3,16 +3,17 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import BINARY, Connection, Dialect, MetaData
+from sqlalchemy import BINARY, Connection, Dialect, MetaData, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from sqlalchemy.types import TypeDecorator
 
 # Constraint and index names that stay the same in every migration and every schema.
@@ -36,14 +37,33 @@ def service_metadata() -> MetaData:
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """An engine on the service's own schema; READ COMMITTED keeps listings lock-free."""
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
+        pool_reset_on_return=None,  # _end_open_transaction below does it, when needed
     )
+    event.listen(engine.sync_engine, "reset", _end_open_transaction)
+    return engine
+
+
+def _end_open_transaction(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """Roll back a connection returned to the pool with a transaction still open, and only
+    such a connection.
+
+    The pool's own reset sends ROLLBACK for every connection returned, even when the session
+    has just committed or rolled back: one round trip per request for nothing. The server
+    says in each reply whether a transaction is open, and the driver keeps that flag.
+    """
+    if state.terminate_only or not state.asyncio_safe:
+        return  # the pool closes this connection; the server ends what it left open
+    if dbapi_connection.driver_connection.get_transaction_status():
+        dbapi_connection.rollback()
 
 
 def run_migrations(database_url: str, metadata: MetaData) -> None:
