@@ -1261,7 +1261,7 @@ def main() -> None:
     )
     parser.add_argument("--schema", default="invoice_bench", type=schema_name)
     parser.add_argument("--seconds", type=int, default=1, help="length of one round of load")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per page (--quick: 1)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per page (--quick: 1)")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     parser.add_argument("--invoices", type=int, default=1_000_000)
     parser.add_argument("--big-owner-invoices", type=int, default=200_000)
