@@ -169,7 +169,7 @@ async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None
         issuer.stop()
 
 
-async def test_remembering_is_bounded_and_forgetting_costs_nothing_but_a_check(
+async def test_remembered_tokens_are_bounded_and_a_forgotten_one_is_verified_again(
     test_issuer: TestIssuer,
 ) -> None:
     async with httpx.AsyncClient() as http:

@@ -110,8 +110,8 @@ SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")
 
 async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for endpoints that only read: nothing to commit, so no COMMIT round trip;
-    the pool's rollback when the connection returns ends the transaction. Anything written
-    through it is discarded."""
+    closing the session rolls the read's transaction back. Anything written through it is
+    discarded."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         yield session

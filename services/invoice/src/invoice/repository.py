@@ -118,8 +118,7 @@ def _after(columns: list[str], descending: bool) -> ColumnElement[bool]:
     range optimizer turns it into index ranges (row-value comparison is not optimized by
     every MySQL flavour). The cursor's values are bound as `after_0`.. and `after_id`."""
     last_id: BindParameter[Any] = bindparam("after_id")
-    id_column = INVOICES.c.id
-    beyond = id_column < last_id if descending else id_column > last_id
+    beyond = INVOICES.c.id < last_id if descending else INVOICES.c.id > last_id
     for position, name in reversed(list(enumerate(columns))):
         column = _column(name)
         value: BindParameter[Any] = bindparam(f"after_{position}")
@@ -141,17 +140,16 @@ def listing_statement(shape: ListingShape) -> Select[Any]:
     SQLAlchemy's cache under a key computed once.
     """
     columns = _sort_columns(shape.order_by, shape.by_status, shape.by_due_date)
-    c = INVOICES.c
-    conditions: list[ColumnElement[bool]] = [c.owner_id == bindparam("owner_id")]
+    conditions: list[ColumnElement[bool]] = [INVOICES.c.owner_id == bindparam("owner_id")]
     if shape.by_status:
-        conditions.append(c.status == bindparam("status"))
+        conditions.append(INVOICES.c.status == bindparam("status"))
     if shape.by_due_date:
-        conditions.append(c.due_date == bindparam("due_date"))
+        conditions.append(INVOICES.c.due_date == bindparam("due_date"))
     if shape.by_name:
-        conditions.append(c.client_name.like(bindparam("name_pattern"), escape="\\"))
+        conditions.append(INVOICES.c.client_name.like(bindparam("name_pattern"), escape="\\"))
     if shape.after_cursor:
         conditions.append(_after(columns, shape.descending))
-    ordering = [*(_column(name) for name in columns), c.id]
+    ordering = [*(_column(name) for name in columns), INVOICES.c.id]
     index = _index_for(shape.order_by, shape.by_status, shape.by_due_date)
     return (
         select(INVOICES)
