@@ -30,6 +30,20 @@ async def test_an_invoice_is_created_for_a_client_and_read_back(
     assert body["due_date"] == "2030-01-31"
 
 
+async def test_a_created_invoice_shows_the_times_that_were_stored(
+    api: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    client = await create_client(api, auth)
+
+    created = await create_invoice(api, auth, client["id"])
+    read = (await api.get(f"/api/invoices/{created['id']}", headers=auth)).json()
+
+    assert (created["created_at"], created["updated_at"]) == (
+        read["created_at"],
+        read["updated_at"],
+    )
+
+
 async def test_an_invoice_without_a_due_date_is_due_net_30(
     api: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:

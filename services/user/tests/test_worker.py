@@ -14,12 +14,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.kafka import ensure_topics
-from common.outbox import OutboxRelay
+from common.outbox import OutboxRelay, utcnow
 from common.testing.plugin import next_event
 from user.config import UserSettings
 from user.crypto import SecretBox, sha256_hex
 from user.events import TOPIC
-from user.models import LoginState, OutboxMessage, RefreshToken, now_utc
+from user.models import LoginState, OutboxMessage, RefreshToken
 from user.worker import clean_up, rotate_keys_when_due
 
 from .helpers import bearer, sign_in, start_login
@@ -77,7 +77,7 @@ async def test_expired_sign_ins_and_refresh_tokens_are_cleaned_up(
     state = parse_qs(urlsplit(await start_login(browser)).query)["state"][0]
     fresh_state = parse_qs(urlsplit(await start_login(browser)).query)["state"][0]
     tokens = await sign_in(browser, subject)
-    past = now_utc() - timedelta(seconds=1)
+    past = utcnow() - timedelta(seconds=1)
     async with sessionmaker() as session, session.begin():
         await session.execute(
             update(LoginState)

@@ -25,8 +25,9 @@ log = get_logger(__name__)
 
 
 def utcnow() -> datetime:
-    """Now, in UTC, without tzinfo: DATETIME columns hold UTC by convention."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now, in UTC, to the second, without tzinfo: DATETIME columns hold UTC by convention
+    and keep whole seconds, so a value a response shows is the value a later read returns."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 class OutboxMessageMixin:

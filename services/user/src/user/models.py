@@ -23,12 +23,6 @@ from common.inbox import InboxMessageMixin
 from common.outbox import OutboxMessageMixin, utcnow
 
 
-def now_utc() -> datetime:
-    """Now in UTC, to the second: DATETIME columns keep whole seconds, so a value in memory
-    matches what a later read returns."""
-    return utcnow().replace(microsecond=0)
-
-
 class Base(DeclarativeBase):
     """The user_svc schema's registry."""
 
@@ -57,8 +51,8 @@ class User(Base):
     # Filled by the payment service's wallet events; never written through the API.
     wallet_balance: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal("0.00"))
     wallet_currency: Mapped[str] = mapped_column(String(3))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=now_utc)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=now_utc, onupdate=now_utc)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
@@ -74,8 +68,8 @@ class Identity(Base):
     issuer: Mapped[str] = mapped_column(String(255))
     subject: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(320))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=now_utc)
-    last_login_at: Mapped[datetime] = mapped_column(DateTime, default=now_utc)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_login_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class LoginState(Base):
@@ -93,7 +87,7 @@ class LoginState(Base):
     nonce_hash: Mapped[str] = mapped_column(String(64))
     # Where the browser goes back to; NULL means the client asked for the tokens as JSON.
     redirect_uri: Mapped[str | None] = mapped_column(String(2000))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=now_utc)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
@@ -108,7 +102,7 @@ class RefreshToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     family_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, index=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=now_utc)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     spent_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -127,7 +121,7 @@ class SigningKey(Base):
     public_jwk: Mapped[str] = mapped_column(Text)
     # AES-GCM ciphertext of the PKCS#8 PEM, bound to the kid as associated data.
     private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=now_utc)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class OutboxMessage(OutboxMessageMixin, Base):

@@ -19,7 +19,7 @@ from common.errors import InvalidInput
 from common.events import new_event
 from common.ids import uuid7
 from common.logging import get_logger
-from common.outbox import add_event
+from common.outbox import add_event, utcnow
 from user import repository
 from user.config import UserSettings
 from user.crypto import SealError, SecretBox, new_secret, sha256_hex
@@ -48,7 +48,6 @@ from user.models import (
     RefreshToken,
     SigningKey,
     User,
-    now_utc,
 )
 from user.oidc import OidcProvider, VerifiedIdentity
 
@@ -123,7 +122,7 @@ async def start_login(
         check_redirect_allowed(settings, redirect_uri)
     state, code_verifier, nonce = new_secret(), new_secret(48), new_secret()
     state_hash = sha256_hex(state)
-    now = now_utc()
+    now = utcnow()
     session.add(
         LoginState(
             state_hash=state_hash,
@@ -155,7 +154,7 @@ async def take_login(
     if not state or not browser_state or not hmac.compare_digest(state, browser_state):
         raise LoginStateInvalid()
     login = await repository.take_login_state(session, sha256_hex(state))
-    if login is None or login.provider != provider.name or login.expires_at <= now_utc():
+    if login is None or login.provider != provider.name or login.expires_at <= utcnow():
         raise LoginStateInvalid()
     await session.delete(login)
     await session.flush()
@@ -202,7 +201,7 @@ async def _user_for_identity(
     Accounts are found by (issuer, subject) only. An email another account already uses does
     not join the two: addresses are not proof of the same person across providers.
     """
-    now = now_utc()
+    now = utcnow()
     for _ in range(2):
         known = await repository.find_identity(session, identity.issuer, identity.subject)
         if known is not None:
@@ -275,7 +274,7 @@ async def issue_tokens(
             token_hash=sha256_hex(refresh_token),
             family_id=family_id or uuid7(),
             user_id=user_id,
-            expires_at=now_utc() + timedelta(days=settings.refresh_token_days),
+            expires_at=utcnow() + timedelta(days=settings.refresh_token_days),
         )
     )
     await session.flush()
@@ -291,7 +290,7 @@ async def refresh(
     which signs out both the thief and the user (who signs in again). RefreshTokenReused is
     raised after the revocation is staged; the caller commits it before answering.
     """
-    now = now_utc()
+    now = utcnow()
     row = await repository.get_refresh_token(session, sha256_hex(refresh_token))
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise RefreshTokenInvalid()
@@ -310,7 +309,7 @@ async def logout(session: AsyncSession, refresh_token: str) -> None:
     """Revoke the sign-in this refresh token belongs to (its whole family)."""
     row = await repository.get_refresh_token(session, sha256_hex(refresh_token))
     if row is not None:
-        await repository.revoke_family(session, row.family_id, now_utc())
+        await repository.revoke_family(session, row.family_id, utcnow())
 
 
 # --- signing keys -----------------------------------------------------------------------------
@@ -353,7 +352,7 @@ async def rotate_signing_keys(
     signed stay valid. Older keys are deleted once every token they signed has expired.
     """
     await repository.lock_signing_keys(session)
-    now = now_utc()
+    now = utcnow()
     keys = await repository.newest_signing_keys(session, 2)
     if len(keys) < 2:
         # First start: a key to sign with now, and the next one published ahead of its use.
@@ -407,7 +406,7 @@ async def published_keys(session: AsyncSession) -> dict[str, list[dict[str, Any]
 
 async def clean_up(session: AsyncSession) -> int:
     """Delete expired sign-ins in progress and expired refresh tokens; the rows removed."""
-    now = now_utc()
+    now = utcnow()
     return await repository.delete_expired_login_states(
         session, now
     ) + await repository.delete_expired_refresh_tokens(session, now)
@@ -460,7 +459,7 @@ async def update_profile(
             setattr(user, column, value)
             changed = True
     if changed:
-        user.updated_at = now_utc()
+        user.updated_at = utcnow()
         await session.flush()
         _publish(session, USER_UPDATED, user.id, profile_event(user))
     return user
@@ -473,7 +472,7 @@ async def delete_account(session: AsyncSession, user_id: uuid.UUID) -> None:
     late events about it change nothing.
     """
     user = await get_account(session, user_id, for_update=True)
-    now = now_utc()
+    now = utcnow()
     user.email = user.name = user.company_name = None
     for name in ADDRESS_FIELDS:
         setattr(user, f"address_{name}", None)
