@@ -1,23 +1,43 @@
-"""What every service's worker runs besides its own schedules: the outbox relay, and the
-service's consumer group with its inbox when it consumes any topic."""
+"""Every service's worker: the outbox relay, the service's consumer group with its inbox when
+it consumes any topic, and the service's own schedules, until a signal stops them."""
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.config import BaseServiceSettings
+from common.db import create_engine, create_sessionmaker
 from common.inbox import EventConsumer, Handler, InboxMessageMixin
+from common.logging import configure_logging
 from common.outbox import OutboxMessageMixin, OutboxRelay
-from common.runtime import Loop
+from common.runtime import Loop, run_every, run_loops
 
 
-def messaging_loops(
+@dataclass(frozen=True)
+class Schedule:
+    """A job the worker runs now and then every `every_seconds`, in its own transactions."""
+
+    name: str
+    every_seconds: float
+    job: Callable[[async_sessionmaker[AsyncSession]], Awaitable[object]]
+
+
+async def run_worker(
+    settings: BaseServiceSettings,
     *,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    bootstrap_servers: str,
     outbox_model: type[OutboxMessageMixin],
     inbox_model: type[InboxMessageMixin],
     consumer_group: str,
     topics: list[str],
     handlers: dict[str, Handler],
-) -> list[Loop]:
+    schedules: Sequence[Schedule] = (),
+) -> None:
+    configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=4)
+    sessionmaker = create_sessionmaker(engine)
+    bootstrap_servers = settings.kafka_bootstrap_servers
     loops: list[Loop] = [OutboxRelay(sessionmaker, outbox_model, bootstrap_servers).run]
     if topics:
         consumer = EventConsumer(
@@ -29,4 +49,12 @@ def messaging_loops(
             bootstrap_servers=bootstrap_servers,
         )
         loops.append(consumer.run)
-    return loops
+    for schedule in schedules:
+        job = partial(schedule.job, sessionmaker)
+        loops.append(
+            partial(run_every, seconds=schedule.every_seconds, job=job, name=schedule.name)
+        )
+    try:
+        await run_loops(loops)
+    finally:
+        await engine.dispose()

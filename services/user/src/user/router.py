@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from common.db import SessionDep
+from common.db import ReadSessionDep, SessionDep
 from common.errors import ProblemError
 from user import service
 from user.config import UserSettings
@@ -219,8 +219,8 @@ async def logout(
 
 
 @keys_router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
-async def jwks(session: SessionDep) -> JSONResponse:
-    """The current signing key and the previous one (public parts only)."""
+async def jwks(session: ReadSessionDep) -> JSONResponse:
+    """The next, current and previous signing keys (public parts only)."""
     return JSONResponse(
         await service.published_keys(session), headers={"Cache-Control": "public, max-age=60"}
     )

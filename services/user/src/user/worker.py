@@ -6,10 +6,8 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.db import create_engine, create_sessionmaker
-from common.logging import configure_logging, get_logger
-from common.runtime import run_every, run_loops
-from common.worker import messaging_loops
+from common.logging import get_logger
+from common.worker import Schedule, run_worker
 from user import consumers, service
 from user.config import UserSettings, get_settings
 from user.crypto import SecretBox
@@ -42,36 +40,20 @@ async def clean_up(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
 
 async def run() -> None:
     settings = get_settings()
-    configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
-    engine = create_engine(settings.database_url.get_secret_value(), pool_size=4)
-    sessionmaker = create_sessionmaker(engine)
     box = SecretBox(settings.secret_key.get_secret_value())
-
-    async def key_rotation_schedule(stop: asyncio.Event) -> None:
-        await run_every(
-            stop,
-            settings.key_rotation_check_seconds,
-            partial(rotate_keys_when_due, sessionmaker, settings, box),
-            "signing_key_rotation",
-        )
-
-    async def clean_up_schedule(stop: asyncio.Event) -> None:
-        await run_every(stop, settings.cleanup_seconds, partial(clean_up, sessionmaker), "clean_up")
-
-    loops = messaging_loops(
-        sessionmaker=sessionmaker,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    rotation = partial(rotate_keys_when_due, settings=settings, box=box)
+    await run_worker(
+        settings,
         outbox_model=OutboxMessage,
         inbox_model=InboxMessage,
         consumer_group=consumers.CONSUMER_GROUP,
         topics=consumers.TOPICS,
         handlers=consumers.HANDLERS,
+        schedules=[
+            Schedule("signing_key_rotation", settings.key_rotation_check_seconds, rotation),
+            Schedule("clean_up", settings.cleanup_seconds, clean_up),
+        ],
     )
-    loops += [key_rotation_schedule, clean_up_schedule]
-    try:
-        await run_loops(loops)
-    finally:
-        await engine.dispose()
 
 
 def main() -> None:
