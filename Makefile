@@ -24,7 +24,7 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: uv.lock pyproject.toml libs/common/pyproject.toml services/invoice/pyproject.toml services/user/pyproject.toml | $(UV)
+$(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml simulators/pyproject.toml) | $(UV)
 	$(UV) sync --frozen
 	touch $@
 

@@ -1,0 +1,1 @@
+"""Ledgerline payment service."""

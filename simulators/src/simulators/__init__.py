@@ -1,0 +1,1 @@
+"""Simulators of the outside world, each speaking the real API shape."""
