@@ -1,5 +1,6 @@
 """The /api endpoints: clients and invoices of one owner, through HTTP on the real schema."""
 
+import re
 import uuid
 
 import httpx
@@ -28,6 +29,35 @@ async def test_an_invoice_is_created_for_a_client_and_read_back(
     assert body["currency"] == "EUR"
     assert body["status"] == "pending"
     assert body["due_date"] == "2030-01-31"
+
+
+async def test_an_amount_is_answered_to_the_cent_by_the_post_and_by_later_reads(
+    api: httpx.AsyncClient, auth: dict[str, str], sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    client = await create_client(api, auth)
+
+    created = await create_invoice(api, auth, client["id"], amount="1000")
+    read = (await api.get(f"/api/invoices/{created['id']}", headers=auth)).json()
+    listed = (await api.get("/api/invoices", headers=auth)).json()["items"]
+
+    assert created["amount"] == read["amount"] == listed[0]["amount"] == "1000.00"
+    async with sessionmaker() as session:
+        payload = await session.scalar(
+            select(OutboxMessage.payload).where(OutboxMessage.payload.contains(created["id"]))
+        )
+    assert payload is not None
+    assert CloudEvent.model_validate_json(payload).data["amount"] == "1000.00"
+
+
+async def test_times_are_written_in_utc_with_a_z(
+    api: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    client = await create_client(api, auth)
+
+    created = await create_invoice(api, auth, client["id"])
+
+    for stamp in (created["created_at"], created["updated_at"], client["created_at"]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
 
 
 async def test_a_created_invoice_shows_the_times_that_were_stored(

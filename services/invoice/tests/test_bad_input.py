@@ -64,6 +64,10 @@ CREATE_CASES = [
     ({"amount": "1.001"}, "amount"),
     ({"amount": "1e400"}, "amount"),
     ({"amount": "NaN"}, "amount"),
+    ({"amount": "1e3"}, "amount"),
+    ({"amount": " 5 "}, "amount"),
+    ({"amount": "\u0661\u0662"}, "amount"),  # "12" in Arabic-Indic digits
+    ({"amount": 10.5}, "amount"),  # a JSON number: the platform API takes text only
     ({"currency": "dollars"}, "currency"),
     ({"due_date": "tomorrow"}, "due_date"),
     ({"description": ""}, "description"),
@@ -74,7 +78,7 @@ CREATE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("change", "field"), CREATE_CASES, ids=[f for _, f in CREATE_CASES])
+@pytest.mark.parametrize(("change", "field"), CREATE_CASES, ids=[repr(c) for c, _ in CREATE_CASES])
 async def test_bad_invoices_are_refused_and_nothing_is_written(
     api: httpx.AsyncClient,
     auth: dict[str, str],
@@ -141,3 +145,22 @@ async def _row_counts(sessionmaker: async_sessionmaker[AsyncSession]) -> tuple[i
         for model in (Client, Invoice, OutboxMessage):
             counts.append(await session.scalar(select(func.count()).select_from(model)) or 0)
     return tuple(counts)
+
+
+SEED_AMOUNTS = ["199.99", 1.234, True, -1, 0, 1e10, None]
+
+
+@pytest.mark.parametrize("amount", SEED_AMOUNTS, ids=[repr(a) for a in SEED_AMOUNTS])
+async def test_seed_amounts_are_json_numbers_to_the_cent(
+    api: httpx.AsyncClient, auth: dict[str, str], amount: object
+) -> None:
+    client = await create_client(api, auth)
+
+    response = await api.post(
+        "/invoice",
+        json={"jobDescription": "Work", "amount": amount, "customerId": client["id"]},
+        headers=auth,
+    )
+
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["amount"]

@@ -2,7 +2,7 @@
 
 import re
 import uuid
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -14,12 +14,25 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 
+from common.types import Money, NumberMoney, UtcDateTime, money_text
 from invoice.models import InvoiceStatus
 
-# An amount of money: positive, at most 12 digits with 2 after the point, never a float.
-Money = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
+# Answers are built from stored Decimals, which Money and NumberMoney refuse on purpose (they
+# parse what a client sends: text, or a JSON number). These write an amount exactly as those
+# types do, without parsing it again.
+MoneyOut = Annotated[
+    Decimal,
+    PlainSerializer(money_text, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$", "examples": ["199.99"]}),
+]
+NumberMoneyOut = Annotated[
+    Decimal,
+    PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema({"type": "number", "examples": [199.99]}),
+]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -55,7 +68,7 @@ class ClientRead(BaseModel):
     id: int
     name: str
     email: str
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ClientPage(BaseModel):
@@ -76,12 +89,12 @@ class InvoiceRead(BaseModel):
     client_id: int
     client_name: str
     description: str
-    amount: Decimal = Field(description="A decimal string, exact to the cent")
+    amount: MoneyOut = Field(description="A decimal string, exact to the cent")
     currency: str
     status: InvoiceStatus
     due_date: date
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class InvoicePage(BaseModel):
@@ -118,13 +131,11 @@ SEED_STATUS = {
 }
 STATUS_FROM_SEED = {seed: status for status, seed in SEED_STATUS.items()}
 SeedStatus = Literal["PENDING", "PAST_DUE", "PAID", "CANCELLED"]
-# Seed 001 shows amounts as JSON numbers; two decimals print exactly as a number.
-SeedAmount = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 
 
 class InvoiceRequest(Strict):
     jobDescription: Description
-    amount: Money
+    amount: NumberMoney
     customerId: int = Field(ge=1)
     card: dict[str, Any] | None = Field(
         None, description="Not accepted yet: card payment arrives with the payment service"
@@ -135,7 +146,7 @@ class InvoiceResponse(BaseModel):
     id: uuid.UUID
     jobDescription: str
     customerId: int
-    amount: SeedAmount
+    amount: NumberMoneyOut
     customerName: str
     customerEmail: str
     invoiceStatus: SeedStatus

@@ -12,6 +12,7 @@ from common.errors import InvalidInput
 from common.events import new_event
 from common.outbox import add_event
 from common.pagination import CursorCodec
+from common.types import CENT
 from invoice import repository
 from invoice.events import (
     INVOICE_CREATED,
@@ -167,7 +168,8 @@ async def create_invoice(
         client_id=client.id,
         client_name=client.name,
         description=new.description,
-        amount=new.amount,
+        # "1000" and "1000.00" are one amount: stored, announced and answered as "1000.00".
+        amount=new.amount.quantize(CENT),
         currency=new.currency,
         status=InvoiceStatus.PENDING,
         due_date=new.due_date,
