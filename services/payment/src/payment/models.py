@@ -1,0 +1,172 @@
+"""Tables of the payment_svc schema."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.db import BinaryUUID, service_metadata
+from common.ids import uuid7
+from common.inbox import InboxMessageMixin
+from common.outbox import OutboxMessageMixin, utcnow
+
+
+class Base(DeclarativeBase):
+    """The payment_svc schema's registry."""
+
+    metadata = service_metadata()
+
+
+class PaymentKind(StrEnum):
+    INVOICE = "invoice"  # a client pays an owner's invoice by card
+    TOPUP = "topup"  # the owner adds funds to their wallet by card
+
+
+class PaymentStatus(StrEnum):
+    """Where a card charge stands.
+
+    processing: written and committed before the provider is called; a request is (or was)
+        waiting for the provider's answer.
+    unknown: the request gave up without learning the answer (timeout, 5xx): the provider may
+        or may not have charged. Asked again before anything else happens to the invoice.
+    succeeded / failed: final. A failed payment charged nothing and no longer holds its
+        invoice.
+    """
+
+    PROCESSING = "processing"
+    UNKNOWN = "unknown"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+UNSETTLED_STATUSES = (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN)
+
+
+class Payment(Base):
+    """One card charge through the provider, as an attempt and then as its outcome.
+
+    `active_invoice_id` is the invoice id while the charge may take or has taken the money,
+    and NULL once it failed: its unique index lets one payment at a time hold an invoice, so
+    a second concurrent attempt fails on insert instead of charging the card again.
+
+    The card is kept masked (first six and last four digits), with its expiry and name;
+    the full number and the CVV are never stored.
+    """
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        Index(None, "owner_id", "id"),
+        Index(None, "status", "created_at"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(
+            "status IN ('processing', 'unknown', 'succeeded', 'failed')", name="status_known"
+        ),
+        CheckConstraint("kind IN ('invoice', 'topup')", name="kind_known"),
+        CheckConstraint(
+            "status <> 'failed' OR active_invoice_id IS NULL", name="failed_releases_invoice"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    kind: Mapped[str] = mapped_column(String(16))
+    invoice_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID)
+    active_invoice_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID, unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.PROCESSING)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(500))
+    provider: Mapped[str] = mapped_column(String(32))
+    # The id the provider knows the charge by: the invoice id (seed 001) or the payment id.
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    provider_charge_id: Mapped[str | None] = mapped_column(String(64))
+    failure_code: Mapped[str | None] = mapped_column(String(40))
+    card_number_masked: Mapped[str] = mapped_column(String(32))
+    card_last4: Mapped[str] = mapped_column(String(4))
+    card_expiry: Mapped[str] = mapped_column(String(7))
+    card_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class EntryType(StrEnum):
+    TOPUP = "topup"  # funds added by card
+    FEE = "fee"  # a platform fee taken (sending an invoice by email)
+    REFUND = "refund"  # a fee given back
+
+
+class WalletAccount(Base):
+    """An owner's balance in one currency and the number of its last ledger entry.
+
+    Every change locks this row first (SELECT ... FOR UPDATE), so changes to one account
+    happen one after another; the CHECK is the last guard against a negative balance.
+    """
+
+    __tablename__ = "wallet_accounts"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "currency"),
+        CheckConstraint("balance >= 0", name="balance_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    currency: Mapped[str] = mapped_column(String(3))
+    balance: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal("0.00"))
+    sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class WalletEntry(Base):
+    """One change of a wallet account; rows are only ever added.
+
+    `amount` is signed (a fee is negative); `sequence` numbers the account's entries from 1
+    without gaps. A reference identifies the change for its type and owner, so the same top-up,
+    fee or refund arriving twice is applied once: a top-up's reference is its payment id, a
+    fee's comes from the caller, and a refund carries the reference of the fee it gives back.
+    The listing's order is the id's: an account's entries are inserted under its lock, so
+    their ids grow with their sequence.
+    """
+
+    __tablename__ = "wallet_entries"
+    __table_args__ = (
+        UniqueConstraint("account_id", "sequence"),
+        UniqueConstraint("owner_id", "type", "reference"),
+        Index(None, "owner_id", "id"),
+        CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
+        CheckConstraint("type IN ('topup', 'fee', 'refund')", name="type_known"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("wallet_accounts.id"))
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    currency: Mapped[str] = mapped_column(String(3))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    balance_after: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    reference: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(200))
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class OutboxMessage(OutboxMessageMixin, Base):
+    """Events waiting to be published to payment.events."""
+
+
+class InboxMessage(InboxMessageMixin, Base):
+    """Events this service's consumers have handled."""
