@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -186,17 +187,25 @@ class ClosedAccounts:
         return user_id in self._closed
 
 
-def _bearer_token(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized()
-    return token.strip()
+# Declares the bearer scheme in the OpenAPI document on every operation that takes
+# CurrentUser; the refusal itself is ours (problem+json), hence auto_error=False.
+bearer_scheme = HTTPBearer(
+    scheme_name="bearerAuth",
+    bearerFormat="JWT",
+    description="A platform access token from the user service's sign-in",
+    auto_error=False,
+)
 
 
-async def current_user(request: Request) -> AuthenticatedUser:
+async def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> AuthenticatedUser:
     """The dependency behind CurrentUser: the app's verifier checks the bearer token."""
+    if credentials is None or not credentials.credentials.strip():
+        raise Unauthorized()
     verifier: TokenVerifier = request.app.state.token_verifier
-    user = await verifier.verify(_bearer_token(request))
+    user = await verifier.verify(credentials.credentials.strip())
     closed: ClosedAccounts | None = getattr(request.app.state, "closed_accounts", None)
     if closed is not None and await closed.is_closed(user.id):
         log.info("token_refused", reason="account_deleted")

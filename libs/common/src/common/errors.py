@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from common.logging import get_logger
 
@@ -77,6 +78,9 @@ def problem_response(
 def _field_error(error: dict[str, Any]) -> dict[str, Any]:
     location = [str(part) for part in error.get("loc", ())]
     where = location[0] if location else "request"
+    if error.get("type") == "json_invalid":
+        # The location after "body" is a character offset, not a field.
+        return {"field": "body", "in": "body", "message": "is not valid JSON"}
     field = ".".join(location[1:]) or where
     # Pydantic's message only; the rejected input is not echoed, it may hold a secret.
     return {"field": field, "in": where, "message": error.get("msg", "is invalid")}
@@ -97,12 +101,39 @@ async def _handle_validation(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "Invalid input", f"Invalid value for: {fields}", errors=errors)
 
 
-async def _handle_http(_request: Request, exc: Exception) -> JSONResponse:
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers to: Starlette names only those of the first route
+    that matched the path, and a path often has one route per method."""
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # The body could not be decoded as text (not UTF-8): the same answer as malformed
+        # JSON, so a client has one rule for a body that cannot be read.
+        return problem_response(
+            422,
+            "Invalid input",
+            "Invalid value for: body",
+            errors=[{"field": "body", "in": "body", "message": "is not UTF-8 encoded JSON"}],
+        )
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-    return problem_response(
-        exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
-    )
+    return problem_response(exc.status_code, title, str(exc.detail), headers=headers or None)
 
 
 async def _handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -20,8 +20,10 @@ CENT = Decimal("0.01")
 
 
 def _money_from_text(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value  # from our own code (a stored amount), never from a JSON body
     if not isinstance(value, str) or not _MONEY.fullmatch(value):
-        raise ValueError('must be a positive decimal string with at most two decimals, e.g. "12.50"')
+        raise ValueError('must be a positive decimal string with at most 2 decimals, e.g. "12.50"')
     return Decimal(value)
 
 

@@ -83,7 +83,11 @@ async def list_providers(providers: ProvidersDep) -> ProviderList:
     "/{provider}/login",
     status_code=status.HTTP_302_FOUND,
     response_class=RedirectResponse,
-    responses={302: {"description": "To the provider's sign-in page"}},
+    responses={
+        302: {"description": "To the provider's sign-in page"},
+        404: {"description": "No sign-in provider of this name"},
+        502: {"description": "The provider's discovery document could not be read"},
+    },
 )
 async def login(
     provider: ProviderName,
@@ -123,7 +127,13 @@ async def login(
 @auth_router.get(
     "/{provider}/callback",
     response_model=TokenResponse,
-    responses={302: {"description": "Back to the app's redirect_uri, refresh token in a cookie"}},
+    responses={
+        302: {"description": "Back to the app's redirect_uri, refresh token in a cookie"},
+        400: {"description": "No sign-in in progress in this browser, or it expired"},
+        401: {"description": "The provider refused the sign-in or its id_token did not verify"},
+        404: {"description": "No sign-in provider of this name"},
+        502: {"description": "The provider could not be reached"},
+    },
 )
 async def callback(
     provider: ProviderName,
@@ -178,7 +188,9 @@ async def refresh(
 ) -> JSONResponse:
     """Spend a refresh token (body, or the browser's cookie) for new tokens.
 
-    Every refresh token works once. Presenting a spent one revokes its whole sign-in."""
+    Every refresh token is exchanged once. Presented again within a few seconds (the reuse
+    interval) while its successor is unused, it gets the same answer again, so two tabs may
+    refresh together; any other reuse revokes its whole sign-in."""
     in_body = body.refresh_token if body is not None else None
     token = in_body or request.cookies.get(REFRESH_COOKIE)
     if not token:

@@ -1,11 +1,11 @@
 """API models of the user service."""
 
 import uuid
-from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from common.types import SignedMoneyOut, UtcDateTime
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -82,12 +82,12 @@ class UserRead(BaseModel):
     name: str | None
     company_name: str | None
     address: AddressRead | None
-    wallet_balance: Decimal = Field(
+    wallet_balance: SignedMoneyOut = Field(
         description="Read-only: kept by the payment service; a decimal string"
     )
     wallet_currency: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class UserUpdate(Strict):
