@@ -12,13 +12,15 @@ GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup nginx wrk run test lint typecheck deploy-check pytest bench token
+.PHONY: help setup nginx wrk run test lint typecheck deploy-check docs-check events-doc pytest \
+	bench token
 
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
-	@echo "make test   - lint, types, deployment files and the test suite"
+	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
 	@echo "make bench  - the listing benchmark (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
+	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -72,11 +74,18 @@ deploy-check: setup
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
+# docs/events.md is generated; a change to an event or a consumer without it fails here.
+docs-check: setup
+	$(BIN)/python scripts/events_catalogue.py --check
+
+events-doc: setup
+	$(BIN)/python scripts/events_catalogue.py
+
 pytest: setup
 	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
 	$(BIN)/pytest
 
-test: lint typecheck deploy-check pytest
+test: lint typecheck deploy-check docs-check pytest
 
 bench: setup wrk
 	$(BIN)/python scripts/devstack.py ensure-mysql

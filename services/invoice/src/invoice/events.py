@@ -33,3 +33,10 @@ class InvoiceStatusChanged(BaseModel):
     amount: Decimal
     currency: str
     due_date: date
+
+
+# Each event type's payload model: the events catalogue (docs/events.md) is written from it.
+EVENTS: dict[str, type[BaseModel]] = {
+    INVOICE_CREATED: InvoiceCreated,
+    INVOICE_STATUS_CHANGED: InvoiceStatusChanged,
+}

@@ -38,3 +38,11 @@ class UserProfile(BaseModel):
 
 class UserDeleted(BaseModel):
     user_id: uuid.UUID
+
+
+# Each event type's payload model: the events catalogue (docs/events.md) is written from it.
+EVENTS: dict[str, type[BaseModel]] = {
+    USER_REGISTERED: UserProfile,
+    USER_UPDATED: UserProfile,
+    USER_DELETED: UserDeleted,
+}
