@@ -7,7 +7,8 @@ UV_VERSION := 0.13.8
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
-TYPED := libs/common/src services/invoice/src services/user/src
+# Every package of the workspace: a new service or library is type-checked once it has a src/.
+TYPED := $(wildcard libs/*/src services/*/src simulators/src)
 GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -52,7 +53,8 @@ run: setup
 	@echo "Gateway:       http://127.0.0.1:$(GATEWAY_PORT)/  (every API, one address)"
 	@echo "Sign in:       http://127.0.0.1:$(GATEWAY_PORT)/api/auth/mock/login  (any name at the mock provider)"
 	@echo "Invoices:      http://127.0.0.1:$(GATEWAY_PORT)/api/invoices"
-	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)"
+	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)  http://127.0.0.1:8103/docs (payment)"
+	@echo "FakePay:       http://127.0.0.1:9000/fakepay  (the card provider's simulator)"
 	@echo "A token:       make token SUB=alice@example.com"
 	@echo
 	$(BIN)/honcho start -f deploy/local/Procfile -d .
@@ -70,7 +72,7 @@ typecheck: setup
 	$(BIN)/mypy $(TYPED)
 
 deploy-check: setup
-	$(BIN)/hadolint services/invoice/Dockerfile services/user/Dockerfile
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 

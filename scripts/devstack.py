@@ -15,11 +15,23 @@ ROOT = Path(__file__).resolve().parent.parent
 MARIADB_DAEMON = Path("/usr/sbin/mariadbd")
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 PLACEHOLDER = "dev-only-change-me"
-# Each service's schema, its own database user, and where its migrations live.
-SERVICES = {
-    "user": ("user_svc", ROOT / "services/user/alembic.ini"),
-    "invoice": ("invoice_svc", ROOT / "services/invoice/alembic.ini"),
-}
+
+
+def find_services() -> dict[str, tuple[str, Path]]:
+    """Each service's schema (also its database user's name) and its Alembic configuration.
+
+    A service is a folder under services/ with a pyproject.toml and an alembic.ini; a folder
+    without them (a service still to come) has nothing to provision.
+    """
+    found = {}
+    for folder in sorted((ROOT / "services").iterdir()):
+        alembic_ini = folder / "alembic.ini"
+        if (folder / "pyproject.toml").is_file() and alembic_ini.is_file():
+            found[folder.name] = (f"{folder.name}_svc", alembic_ini)
+    return found
+
+
+SERVICES = find_services()
 
 
 def port_open(host: str, port: int) -> bool:
@@ -116,6 +128,7 @@ def gateway() -> None:
         port=int(os.environ.get("GATEWAY_PORT", "8100")),
         user_upstream=os.environ.get("USER_UPSTREAM", "127.0.0.1:8101"),
         invoice_upstream=os.environ.get("INVOICE_UPSTREAM", "127.0.0.1:8102"),
+        payment_upstream=os.environ.get("PAYMENT_UPSTREAM", "127.0.0.1:8103"),
     )
     run_dir = ROOT / ".run" / "gateway"
     main_conf = render(config, run_dir)

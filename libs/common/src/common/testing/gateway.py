@@ -39,10 +39,15 @@ class GatewayConfig:
     port: int
     user_upstream: str
     invoice_upstream: str
+    # Port 9 (discard) has nothing listening: a gateway started without a payment service
+    # answers its paths with the usual 503 problem instead of refusing to start.
+    payment_upstream: str = "127.0.0.1:9"
     api_rate: str = "50r/s"
     api_burst: int = 100
     auth_rate: str = "10r/s"
     auth_burst: int = 20
+    pay_rate: str = "5r/s"
+    pay_burst: int = 10
     static_root: Path = field(default_factory=lambda: GATEWAY_DIR / "static")
 
     def variables(self, run_dir: Path) -> dict[str, str]:
@@ -50,10 +55,13 @@ class GatewayConfig:
             "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
             "USER_UPSTREAM": self.user_upstream,
             "INVOICE_UPSTREAM": self.invoice_upstream,
+            "PAYMENT_UPSTREAM": self.payment_upstream,
             "GATEWAY_API_RATE": self.api_rate,
             "GATEWAY_API_BURST": str(self.api_burst),
             "GATEWAY_AUTH_RATE": self.auth_rate,
             "GATEWAY_AUTH_BURST": str(self.auth_burst),
+            "GATEWAY_PAY_RATE": self.pay_rate,
+            "GATEWAY_PAY_BURST": str(self.pay_burst),
             "GATEWAY_STATIC_ROOT": str(self.static_root),
             "GATEWAY_ACCESS_LOG": str(run_dir / "access.log"),
         }
