@@ -1,5 +1,6 @@
-"""The owner's profile from user events, through the worker's consumer on the real broker:
-kept up to date, forgotten on deletion, and the deleted account's tokens refused here."""
+"""The worker's consumer on the real broker. User events: the owner's profile kept up to
+date, forgotten on deletion, and the deleted account's tokens refused here. Payment events:
+an invoice paid by a payment the invoice API never recorded becomes PAID, once."""
 
 import asyncio
 import uuid
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import CloudEvent
@@ -17,7 +19,7 @@ from common.inbox import EventConsumer
 from common.kafka import ensure_topics
 from common.testing.identity import TestIssuer
 from invoice import consumers
-from invoice.models import InboxMessage, Owner
+from invoice.models import InboxMessage, Invoice, OutboxMessage, Owner
 
 from .factories import create_client, create_invoice
 
@@ -68,7 +70,9 @@ async def running_consumer(
     await asyncio.wait_for(task, 20)
 
 
-async def publish(bootstrap: str, *events: CloudEvent, key: str | None = None) -> None:
+async def publish(
+    bootstrap: str, *events: CloudEvent, key: str | None = None, topic: str = consumers.USER_TOPIC
+) -> None:
     """Send the events in order; a shared key puts them on one partition, in that order."""
     await ensure_topics(bootstrap, consumers.TOPICS)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
@@ -76,9 +80,7 @@ async def publish(bootstrap: str, *events: CloudEvent, key: str | None = None) -
     try:
         for event in events:
             await producer.send_and_wait(
-                consumers.USER_TOPIC,
-                event.model_dump_json().encode(),
-                key=(key or event.subject).encode(),
+                topic, event.model_dump_json().encode(), key=(key or event.subject).encode()
             )
     finally:
         await producer.stop()
@@ -155,3 +157,93 @@ async def test_a_deleted_accounts_tokens_are_refused_and_its_profile_forgotten(
     assert created.status_code == 401
     someone_else = await api.get("/api/invoices", headers=test_issuer.headers(uuid.uuid4()))
     assert someone_else.status_code == 200
+
+
+def payment_succeeded(
+    owner_id: uuid.UUID, invoice_id: str | None, kind: str = "invoice"
+) -> CloudEvent:
+    """An event shaped as the payment service publishes it."""
+    return CloudEvent(
+        source="/services/payment",
+        type="payment.succeeded",
+        subject=str(owner_id),
+        data={
+            "payment_id": str(uuid.uuid4()),
+            "invoice_id": invoice_id,
+            "owner_id": str(owner_id),
+            "amount": "199.99",
+            "currency": "USD",
+            "kind": kind,
+            "card_last4": "5678",
+            "occurred_at": datetime.now(UTC).isoformat(),
+        },
+    )
+
+
+async def invoice_paid_state(
+    sessionmaker: async_sessionmaker[AsyncSession], invoice_id: str
+) -> tuple[str, int]:
+    """The invoice's status and the number of status changes announced for it."""
+    async with sessionmaker() as session:
+        invoice = await session.get(Invoice, uuid.UUID(invoice_id))
+        changes = await session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.payload.contains(invoice_id),
+                OutboxMessage.payload.contains('"invoice.status_changed"'),
+            )
+        )
+    assert invoice is not None
+    return invoice.status, changes or 0
+
+
+async def until_paid(sessionmaker: async_sessionmaker[AsyncSession], invoice_id: str) -> None:
+    for _ in range(200):
+        if (await invoice_paid_state(sessionmaker, invoice_id))[0] == "paid":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the invoice never became paid")
+
+
+async def test_a_succeeded_payment_marks_its_invoice_paid_once(
+    running_consumer: None,
+    kafka_bootstrap: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    owner: uuid.UUID,
+) -> None:
+    client = await create_client(api, auth)
+    invoice = await create_invoice(api, auth, client["id"])
+    other = await create_invoice(api, auth, client["id"])
+    topup_target = await create_invoice(api, auth, client["id"])
+    marker = await create_invoice(api, auth, client["id"])
+    paid = payment_succeeded(owner, invoice["id"])
+    # A second payment event for the paid invoice (a late one from a settled attempt), a
+    # payment of the same invoice id by another owner, and a wallet top-up carrying an
+    # invoice id: none changes anything.
+    late = payment_succeeded(owner, invoice["id"])
+    strangers = payment_succeeded(uuid.uuid4(), other["id"])
+    topup = payment_succeeded(owner, topup_target["id"], kind="topup")
+
+    await publish(kafka_bootstrap, paid, topic=consumers.PAYMENT_TOPIC)
+    await until_paid(sessionmaker, invoice["id"])
+    await publish(
+        kafka_bootstrap,
+        paid,  # redelivered
+        late,
+        strangers,
+        topup,
+        payment_succeeded(owner, marker["id"]),
+        key=str(owner),
+        topic=consumers.PAYMENT_TOPIC,
+    )
+    # The marker comes last on the same partition: once it is paid, the others were handled.
+    await until_paid(sessionmaker, marker["id"])
+
+    assert await invoice_paid_state(sessionmaker, invoice["id"]) == ("paid", 1)
+    assert await invoice_paid_state(sessionmaker, other["id"]) == ("pending", 0)
+    assert await invoice_paid_state(sessionmaker, topup_target["id"]) == ("pending", 0)
+    read = await api.get(f"/invoice/{invoice['id']}", headers=auth)
+    assert read.json()["invoiceStatus"] == "PAID"

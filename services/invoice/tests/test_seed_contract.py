@@ -63,29 +63,6 @@ async def test_an_unknown_customer_is_named_in_the_problem(
     assert response.json()["errors"][0]["field"] == "customerId"
 
 
-async def test_a_card_is_refused_until_card_payments_exist(
-    api: httpx.AsyncClient, auth: dict[str, str]
-) -> None:
-    client = await create_client(api, auth)
-
-    response = await api.post(
-        "/invoice",
-        json={
-            "jobDescription": "Work",
-            "amount": 10,
-            "customerId": client["id"],
-            "card": {"cardNumber": "4242424242424242", "expiryDate": "12/30", "cvv": "123"},
-        },
-        headers=auth,
-    )
-    listed = await api.get("/invoices", headers=auth)
-
-    assert response.status_code == 422
-    assert response.json()["errors"][0]["field"] == "card"
-    assert "4242" not in response.text
-    assert listed.json() == []
-
-
 async def test_invoices_are_filtered_by_seed_status_ten_at_a_time(
     api: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:

@@ -23,6 +23,16 @@ class InvoiceSettings(BaseServiceSettings):
     default_payment_terms_days: int = 30
     past_due_sweep_seconds: float = 60
 
+    # The payment service's internal API (not behind the gateway), called while a user waits
+    # for a card payment.
+    payment_api_url: str = "http://127.0.0.1:8103"
+    # Longer than the payment service's own wait on the provider (10 s), so that it is the
+    # one to answer 503 when the provider is slow, with what it knows of the charge.
+    payment_timeout_seconds: float = 20
+    payment_connect_timeout_seconds: float = 3
+    # Retry-After of a 503 when the payment service itself cannot be reached.
+    payment_retry_after_seconds: int = 5
+
     @property
     def default_payment_terms(self) -> timedelta:
         return timedelta(days=self.default_payment_terms_days)

@@ -1,7 +1,7 @@
 """Kafka handlers of the invoice service, as thin as the routes: parse, call the service.
 
-The owner's profile comes from `user.events`. Imported invoices (`billing.invoice_imported`)
-and payments (`payment.*`) arrive with the services that publish them.
+The owner's profile comes from `user.events`; succeeded card payments of invoices from
+`payment.events`. Imported invoices (`billing.invoice_imported`) arrive with the sync service.
 """
 
 import uuid
@@ -64,11 +64,29 @@ async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
     await service.close_owner_account(session, deleted.user_id, event.time)
 
 
+class PaymentSucceeded(BaseModel):
+    """The slice of the payment service's `payment.succeeded` this service reads."""
+
+    payment_id: str
+    invoice_id: uuid.UUID | None = None  # None for a wallet top-up
+    owner_id: uuid.UUID
+    kind: str
+
+
+async def on_payment_succeeded(session: AsyncSession, event: CloudEvent) -> None:
+    payment = PaymentSucceeded.model_validate(event.data)
+    if payment.kind != "invoice" or payment.invoice_id is None:
+        return  # a wallet top-up: nothing of this service's
+    await service.record_payment(session, payment.owner_id, payment.invoice_id, payment.payment_id)
+
+
 CONSUMER_GROUP = "invoice-service"
 USER_TOPIC = "user.events"
+PAYMENT_TOPIC = "payment.events"
 HANDLERS: dict[str, Handler] = {
     "user.registered": on_user_profile,
     "user.updated": on_user_profile,
     "user.deleted": on_user_deleted,
+    "payment.succeeded": on_payment_succeeded,
 }
-TOPICS: list[str] = [USER_TOPIC]
+TOPICS: list[str] = [USER_TOPIC, PAYMENT_TOPIC]

@@ -1,6 +1,8 @@
 """Domain errors of the invoice service, each named after the fact it reports."""
 
-from common.errors import Conflict, InvalidInput, NotFound
+from typing import Any
+
+from common.errors import Conflict, InvalidInput, NotFound, ProblemError
 
 
 class InvoiceNotFound(NotFound):
@@ -25,9 +27,29 @@ class InvoiceNotOpen(Conflict):
         super().__init__(f"The invoice is {status}; only pending or past due invoices change")
 
 
-class CardPaymentsUnavailable(InvalidInput):
-    def __init__(self) -> None:
-        super().__init__(
-            "Card payments are not available yet; create the invoice without a card",
-            field="card",
-        )
+class InvoiceNotPayable(Conflict):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"The invoice is {status}; only pending or past due invoices are paid")
+
+
+class PaymentRefused(ProblemError):
+    """The payment service refused the payment (declined, in progress, a bad card): its
+    status, title, detail and field are passed on as they are."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, *, field: str | None, **extensions: Any
+    ) -> None:
+        super().__init__(detail, field=field, **extensions)
+        self.status = status
+        self.title = title
+
+
+class PaymentsUnavailable(ProblemError):
+    """No answer on the payment: try again after `retry_after` seconds."""
+
+    status = 503
+    title = "Payment service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers = {"Retry-After": str(retry_after)}

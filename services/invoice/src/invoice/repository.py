@@ -200,7 +200,9 @@ async def get_invoice(
 ) -> Invoice | None:
     query = select(Invoice).where(Invoice.id == invoice_id, Invoice.owner_id == owner_id)
     if for_update:
-        query = query.with_for_update()
+        # A locked read is read to be changed: it must see the row as it is now, not the copy
+        # an earlier read of the same session left in the identity map.
+        query = query.with_for_update().execution_options(populate_existing=True)
     return await session.scalar(query)
 
 

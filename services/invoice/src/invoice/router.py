@@ -8,15 +8,16 @@ from fastapi.responses import JSONResponse
 
 from common.auth import CurrentUser
 from common.db import ReadSessionDep, SessionDep
-from common.health import database_answers
+from common.health import HealthStatus, answers_with, database_answers
 from invoice import service
-from invoice.dependencies import CursorCodecDep, SettingsDep
-from invoice.exceptions import CardPaymentsUnavailable
+from invoice.dependencies import AccessToken, CursorCodecDep, PaymentClientDep, SettingsDep
 from invoice.models import Client, Invoice, InvoiceStatus
+from invoice.payments import CardDetails, PaymentMade, mask_card_number
 from invoice.repository import InvoiceFilter, InvoiceRow
 from invoice.schemas import (
     SEED_STATUS,
     STATUS_FROM_SEED,
+    Card,
     ClientCreate,
     ClientPage,
     ClientRead,
@@ -26,6 +27,7 @@ from invoice.schemas import (
     InvoiceRead,
     InvoiceRequest,
     InvoiceResponse,
+    MaskedCard,
     PageQuery,
     SeedListQuery,
 )
@@ -116,7 +118,11 @@ async def get_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: ReadSes
     return await service.get_invoice(session, user.id, invoice_id)
 
 
-@router.post("/invoices/{invoice_id}/void", response_model=InvoiceRead, responses=NOT_FOUND)
+@router.post(
+    "/invoices/{invoice_id}/void",
+    response_model=InvoiceRead,
+    responses={**NOT_FOUND, 409: {"description": "The invoice is paid or already void"}},
+)
 async def void_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Invoice:
     return await service.void_invoice(session, user.id, invoice_id)
 
@@ -124,26 +130,56 @@ async def void_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: Sessio
 # --- seed 001's contract ----------------------------------------------------------------------
 
 
-def _seed_response(invoice: Invoice | InvoiceRow, client: Client) -> InvoiceResponse:
+def _seed_response(
+    invoice: Invoice | InvoiceRow, client: Client, card: MaskedCard | None = None
+) -> InvoiceResponse:
     return InvoiceResponse(
         id=invoice.id,
         jobDescription=invoice.description,
         customerId=invoice.client_id,
         amount=invoice.amount,
+        card=card,
         customerName=client.name,
         customerEmail=client.email,
         invoiceStatus=SEED_STATUS[InvoiceStatus(invoice.status)],
     )
 
 
-@seed_router.get("/health-check", tags=["health"])
+def _paid_with(made: PaymentMade, card: Card) -> MaskedCard:
+    """The card that paid, masked: the payment service's record of it when it has one (it
+    differs from this request's card when an earlier request had paid already)."""
+    if made.card is not None:
+        return MaskedCard(number=made.card.number, expiry=made.card.expiry, name=made.card.name)
+    return MaskedCard(
+        number=mask_card_number(card.number.get_secret_value()),
+        expiry=card.expiry,
+        name=card.name,
+    )
+
+
+def _card_details(card: Card) -> CardDetails:
+    return CardDetails(number=card.number.get_secret_value(), expiry=card.expiry, name=card.name)
+
+
+@seed_router.get(
+    "/health-check",
+    tags=["health"],
+    response_model=HealthStatus,
+    responses=answers_with(HealthStatus, "The database does not answer"),
+)
 async def health_check(request: Request) -> JSONResponse:
     """Seed 001's health check: 200 UP when the database answers, 503 DOWN when not."""
     up = await database_answers(request.app.state.engine)
     return JSONResponse({"status": "UP" if up else "DOWN"}, status_code=200 if up else 503)
 
 
-@seed_router.get("/invoice/{invoice_id}", response_model=InvoiceResponse, responses=NOT_FOUND)
+# A card shows only in the answer of the request that paid with it: it is not kept here.
+@seed_router.get(
+    "/invoice/{invoice_id}",
+    response_model=InvoiceResponse,
+    response_model_exclude_none=True,
+    responses=NOT_FOUND,
+)
 async def seed_get_invoice(
     invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep
 ) -> InvoiceResponse:
@@ -152,14 +188,39 @@ async def seed_get_invoice(
     return _seed_response(invoice, client)
 
 
-@seed_router.post("/invoice", status_code=status.HTTP_201_CREATED, response_model=InvoiceResponse)
+PAYMENT_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    402: {"description": "The card was declined; the invoice is not paid"},
+    409: {"description": "A payment of this invoice is in progress, or it is paid already"},
+    422: {"description": "A field is invalid: the body's, or the card as the provider sees it"},
+    503: {
+        "description": "The payment service or the provider is unavailable; retry after "
+        "`Retry-After` seconds. The invoice is not paid (an unknown outcome is settled by "
+        "the payment service and shows on the invoice)."
+    },
+}
+
+
+@seed_router.post(
+    "/invoice",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InvoiceResponse,
+    response_model_exclude_none=True,
+    responses=PAYMENT_PROBLEMS,
+)
 async def seed_create_invoice(
-    body: InvoiceRequest, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    body: InvoiceRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    payments: PaymentClientDep,
+    access_token: AccessToken,
 ) -> InvoiceResponse:
-    """Create a PENDING invoice due net 30. Paying by `card` is not available yet: a request
-    with a card is refused with 422 and creates nothing."""
-    if body.card is not None:
-        raise CardPaymentsUnavailable()
+    """Create an invoice due net 30: PENDING, or PAID with the masked `card` when a card is
+    given and the payment succeeds.
+
+    With a card, the PENDING invoice is committed before it is paid. If the payment fails the
+    invoice stays PENDING and the problem (402, 409, 422 on a `card.*` field, 503) carries its
+    `invoice_id`: pay it again with `POST /invoice/pay/{invoice_id}`."""
     new = service.NewInvoice(
         client_id=body.customerId,
         description=body.jobDescription,
@@ -168,10 +229,53 @@ async def seed_create_invoice(
         due_date=service.today_utc() + settings.default_payment_terms,
     )
     invoice, client = await service.create_invoice(session, user.id, new, client_field="customerId")
-    return _seed_response(invoice, client)
+    if body.card is None:
+        return _seed_response(invoice, client)
+    # The invoice exists before anything is charged: the payment is made for it (FakePay's
+    # transaction id is the invoice id), and a failed payment leaves an invoice to pay again.
+    await session.commit()
+    paid, made = await service.pay_invoice(
+        session,
+        payments,
+        access_token,
+        user.id,
+        invoice.id,
+        _card_details(body.card),
+        card_field="card",
+    )
+    return _seed_response(paid, client, _paid_with(made, body.card))
 
 
-@seed_router.get("/invoices", response_model=list[InvoiceResponse])
+@seed_router.post(
+    "/invoice/pay/{invoice_id}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InvoiceResponse,
+    response_model_exclude_none=True,
+    responses={**NOT_FOUND, **PAYMENT_PROBLEMS},
+)
+async def seed_pay_invoice(
+    invoice_id: uuid.UUID,
+    card: Card,
+    user: CurrentUser,
+    session: SessionDep,
+    payments: PaymentClientDep,
+    access_token: AccessToken,
+) -> InvoiceResponse:
+    """Pay a PENDING or PAST_DUE invoice by card; answers it PAID with the card masked.
+
+    404 for an unknown invoice (or another user's), 409 when it is paid or cancelled, or
+    while another payment of it is in progress; 402 declined; 422 a bad card field; 503 with
+    `Retry-After` when the payment cannot be made now (the invoice stays as it was)."""
+    invoice, made = await service.pay_invoice(
+        session, payments, access_token, user.id, invoice_id, _card_details(card), card_field=""
+    )
+    client = await service.get_client(session, user.id, invoice.client_id)
+    return _seed_response(invoice, client, _paid_with(made, card))
+
+
+@seed_router.get(
+    "/invoices", response_model=list[InvoiceResponse], response_model_exclude_none=True
+)
 async def seed_list_invoices(
     query: Annotated[SeedListQuery, Query()],
     request: Request,

@@ -2,7 +2,7 @@
 
 import re
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -13,6 +13,7 @@ from pydantic import (
     EmailStr,
     Field,
     PlainSerializer,
+    SecretStr,
     StringConstraints,
     WithJsonSchema,
 )
@@ -133,12 +134,75 @@ STATUS_FROM_SEED = {seed: status for status, seed in SEED_STATUS.items()}
 SeedStatus = Literal["PENDING", "PAST_DUE", "PAID", "CANCELLED"]
 
 
+CARD_NUMBER = re.compile(r"[0-9 ]+")
+CARD_EXPIRY = re.compile(r"^(0[1-9]|1[0-2])-([0-9]{4})$")
+
+
+def _card_number(value: Any) -> Any:
+    # Messages of our own: Pydantic's would do, but none of ours may ever quote the number.
+    if not isinstance(value, str) or not CARD_NUMBER.fullmatch(value):
+        raise ValueError("must be digits, spaces allowed")
+    if not 12 <= len(value.replace(" ", "")) <= 19:
+        raise ValueError("must have 12 to 19 digits")
+    return value
+
+
+def _card_expiry(value: Any) -> Any:
+    if not isinstance(value, str) or not (match := CARD_EXPIRY.fullmatch(value)):
+        raise ValueError("must be MM-YYYY")
+    today = datetime.now(UTC).date()
+    # A card is good until the end of its expiry month.
+    if (int(match[2]), int(match[1])) < (today.year, today.month):
+        raise ValueError("the card has expired")
+    return value
+
+
+class Card(Strict):
+    """A payment card, used for one payment and never stored: only its masked form is kept,
+    by the payment service."""
+
+    # SecretStr: printing the model or the request (a debugger, a traceback) shows stars.
+    number: Annotated[
+        SecretStr,
+        BeforeValidator(_card_number),
+        Field(
+            description="12 to 19 digits; spaces allowed. Never stored, logged or answered.",
+            examples=["1234 5656 7822 5678"],
+            json_schema_extra={"pattern": r"^[0-9 ]+$"},
+        ),
+    ]
+    expiry: Annotated[
+        str,
+        BeforeValidator(_card_expiry),
+        Field(
+            description="MM-YYYY, not in the past",
+            examples=["01-2040"],
+            json_schema_extra={"pattern": CARD_EXPIRY.pattern},
+        ),
+    ]
+    name: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+        Field(description="The name on the card", examples=["J Doe"]),
+    ]
+
+
+class MaskedCard(BaseModel):
+    number: str = Field(
+        description="First six and last four digits, eight stars between",
+        examples=["123456********5678"],
+    )
+    expiry: str = Field(examples=["01-2040"])
+    name: str = Field(examples=["J Doe"])
+
+
 class InvoiceRequest(Strict):
     jobDescription: Description
     amount: NumberMoney
     customerId: int = Field(ge=1)
-    card: dict[str, Any] | None = Field(
-        None, description="Not accepted yet: card payment arrives with the payment service"
+    card: Card | None = Field(
+        None,
+        description="Pays the invoice at once. Without it the invoice is created PENDING.",
     )
 
 
@@ -147,6 +211,9 @@ class InvoiceResponse(BaseModel):
     jobDescription: str
     customerId: int
     amount: NumberMoneyOut
+    card: MaskedCard | None = Field(
+        None, description="The card that paid the invoice in this request, masked"
+    )
     customerName: str
     customerEmail: str
     invoiceStatus: SeedStatus

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.errors import InvalidInput
 from common.events import new_event
+from common.logging import get_logger
 from common.outbox import add_event
 from common.pagination import CursorCodec
 from common.types import CENT
@@ -22,9 +23,18 @@ from invoice.events import (
     InvoiceCreated,
     InvoiceStatusChanged,
 )
-from invoice.exceptions import ClientNotFound, InvoiceNotFound, InvoiceNotOpen, UnknownClient
+from invoice.exceptions import (
+    ClientNotFound,
+    InvoiceNotFound,
+    InvoiceNotOpen,
+    InvoiceNotPayable,
+    UnknownClient,
+)
 from invoice.models import OPEN_STATUSES, Client, Invoice, InvoiceStatus, OutboxMessage, Owner
+from invoice.payments import CardDetails, InvoicePayment, PaymentClient, PaymentMade
 from invoice.repository import InvoiceFilter, InvoiceRow
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,76 @@ async def void_invoice(
     _change_status(session, invoice, InvoiceStatus.VOID)
     await session.flush()
     return invoice
+
+
+async def pay_invoice(
+    session: AsyncSession,
+    payments: PaymentClient,
+    access_token: str,
+    owner_id: uuid.UUID,
+    invoice_id: uuid.UUID,
+    card: CardDetails,
+    *,
+    card_field: str,
+) -> tuple[Invoice, PaymentMade]:
+    """Charge the card for an open invoice through the payment service and mark it paid.
+
+    The invoice's row stays locked (FOR UPDATE) until the caller commits: a second request
+    for the same invoice waits for this one and then finds it paid, so this service never
+    asks for two charges of one invoice at once. The payment service guards against a second
+    charge on its own as well: when it already holds a succeeded payment for the invoice (a
+    request whose answer was lost), it charges nothing and reports that payment, and the
+    invoice is marked paid all the same. When the payment fails the invoice is left as it was.
+    """
+    invoice = await repository.get_invoice(session, owner_id, invoice_id, for_update=True)
+    if invoice is None:
+        raise InvoiceNotFound()
+    if invoice.status not in OPEN_STATUSES:
+        raise InvoiceNotPayable(invoice.status)
+    payment = InvoicePayment(
+        invoice_id=invoice.id,
+        amount=invoice.amount,
+        currency=invoice.currency,
+        description=invoice.description,
+        card=card,
+    )
+    made = await payments.pay_invoice(access_token, payment, card_field=card_field)
+    log.info(
+        "invoice_paid", invoice_id=str(invoice.id), payment_id=made.payment_id, new=made.created
+    )
+    _change_status(session, invoice, InvoiceStatus.PAID)
+    await session.flush()
+    return invoice, made
+
+
+async def record_payment(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID, payment_id: str
+) -> None:
+    """Mark the invoice paid after the payment service reports its payment succeeded.
+
+    Usually the invoice is paid already (the request that paid it did so before answering);
+    this heals the case of an API process that died between the charge and its commit, or a
+    charge whose answer was lost. A paid invoice stays as it is.
+    """
+    invoice = await repository.get_invoice(session, owner_id, invoice_id, for_update=True)
+    if invoice is None:
+        log.warning("payment_for_unknown_invoice", invoice_id=str(invoice_id))
+        return
+    if invoice.status == InvoiceStatus.PAID:
+        return
+    if invoice.status not in OPEN_STATUSES:
+        # Voided after it was charged: money was taken for a cancelled invoice. The invoice
+        # stays void; the owner has to refund the client.
+        log.warning(
+            "payment_for_closed_invoice",
+            invoice_id=str(invoice_id),
+            payment_id=payment_id,
+            status=invoice.status,
+        )
+        return
+    log.info("invoice_paid_from_event", invoice_id=str(invoice_id), payment_id=payment_id)
+    _change_status(session, invoice, InvoiceStatus.PAID)
+    await session.flush()
 
 
 async def mark_past_due(session: AsyncSession, today: date, batch_size: int = 500) -> int:
