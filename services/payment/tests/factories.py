@@ -2,14 +2,17 @@
 
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import CloudEvent
-from payment.models import OutboxMessage, Payment
+from common.ids import uuid7
+from common.outbox import utcnow
+from payment.models import OutboxMessage, Payment, PaymentKind, PaymentStatus
 
 # Seed 001's example cards: they fail the Luhn check and must be accepted all the same.
 SEED_CARD = "1234567812345678"
@@ -82,14 +85,14 @@ async def payments_of_invoice(
 
 
 async def age_payments(
-    sessionmaker: async_sessionmaker[AsyncSession], invoice_id: str, seconds: float
+    sessionmaker: async_sessionmaker[AsyncSession], invoice_id: str, seconds: int
 ) -> None:
     """Move an invoice's attempts into the past, as if that much time had gone by."""
     async with sessionmaker() as session, session.begin():
         await session.execute(
             update(Payment)
             .where(Payment.invoice_id == uuid.UUID(invoice_id))
-            .values(created_at=Payment.created_at - timedelta(seconds=seconds))
+            .values(created_at=func.timestampadd(text("SECOND"), -seconds, Payment.created_at))
         )
 
 
@@ -104,3 +107,47 @@ async def staged_events(
             .order_by(OutboxMessage.id)
         )
         return [CloudEvent.model_validate_json(p) for p in payloads]
+
+
+async def insert_attempt(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    owner_id: uuid.UUID,
+    invoice_id: str,
+    status: PaymentStatus = PaymentStatus.PROCESSING,
+    age_seconds: int = 0,
+) -> Payment:
+    """An invoice's attempt as a process that died mid-charge leaves it."""
+    started = utcnow() - timedelta(seconds=age_seconds)
+    payment = Payment(
+        id=uuid7(),
+        owner_id=owner_id,
+        kind=PaymentKind.INVOICE,
+        invoice_id=uuid.UUID(invoice_id),
+        active_invoice_id=uuid.UUID(invoice_id),
+        status=status,
+        amount=Decimal("42.00"),
+        currency="USD",
+        description="Attempt of a process that died",
+        provider="fakepay",
+        transaction_id=invoice_id,
+        card_number_masked=MASKED_SEED_CARD,
+        card_last4="5678",
+        card_expiry="01-2040",
+        card_name="J Doe",
+        created_at=started,
+        updated_at=started,
+    )
+    async with sessionmaker() as session, session.begin():
+        session.add(payment)
+    return payment
+
+
+async def age_payments_by_id(
+    sessionmaker: async_sessionmaker[AsyncSession], payment_id: str, seconds: int
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == uuid.UUID(payment_id))
+            .values(created_at=func.timestampadd(text("SECOND"), -seconds, Payment.created_at))
+        )

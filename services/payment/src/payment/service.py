@@ -355,6 +355,8 @@ async def settle(charging: Charging, payment_id: uuid.UUID) -> Payment:
             await _succeed(session, current, found.charge_id)
         elif _settled(charging, current):
             _fail(session, current, "not_charged")
+        else:
+            return current  # the provider may still be working on it: ask again later
         log.info("payment_reconciled", payment_id=str(current.id), status=current.status)
     return current
 
