@@ -1,14 +1,19 @@
 """The owner's endpoints: payments and wallet, newest first in signed cursor pages, each
 owner seeing only their own."""
 
+import io
+import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
+from fastapi import FastAPI
 
 from common.testing.identity import TestIssuer
 from simulators.testing import FakePayControl
 
-from .factories import debit, pay_invoice, top_up
+from .factories import SEED_CARD_SPACED, card, debit, pay_invoice, top_up
 
 
 async def test_payments_are_listed_newest_first_in_pages(
@@ -97,3 +102,51 @@ async def test_every_endpoint_wants_a_token(api: httpx.AsyncClient) -> None:
         response = await api.request(method, path, json={})
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
+
+
+class BrokenProvider:
+    """A provider with a bug: every call raises something nobody planned for."""
+
+    name = "broken"
+
+    async def charge(self, request: object) -> object:
+        raise RuntimeError("a bug in the provider adapter")
+
+    async def lookup(self, transaction_id: str) -> object:
+        raise RuntimeError("a bug in the provider adapter")
+
+
+@contextmanager
+def captured_log() -> Iterator[io.StringIO]:
+    """Everything logged meanwhile, rendered as the service renders it."""
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(root.handlers[0].formatter)
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+async def test_an_unexpected_failure_of_a_card_request_logs_no_traceback_and_no_card(
+    api: httpx.AsyncClient, auth: dict[str, str], app: FastAPI
+) -> None:
+    working = app.state.provider
+    app.state.provider = BrokenProvider()
+    try:
+        with captured_log() as log:
+            response = await pay_invoice(api, auth, card=card(number=SEED_CARD_SPACED, cvv="737"))
+    finally:
+        app.state.provider = working
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "payment_not_completed"
+    assert "retry-after" in response.headers
+    logged = log.getvalue()
+    assert "card_request_failed" in logged
+    assert "RuntimeError" in logged
+    assert SEED_CARD_SPACED not in logged
+    assert SEED_CARD_SPACED.replace(" ", "") not in logged
+    assert "Traceback" not in logged
