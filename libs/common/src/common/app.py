@@ -1,6 +1,6 @@
 """The FastAPI application shell every service shares: lifespan, middleware, errors, health."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 
 import httpx
@@ -11,6 +11,7 @@ from common.config import BaseServiceSettings
 from common.db import create_engine, create_sessionmaker
 from common.errors import install_error_handlers
 from common.health import router as health_router
+from common.idempotency import IdempotencyKeyMixin, install_idempotency
 from common.logging import configure_logging
 from common.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 
@@ -22,6 +23,8 @@ def create_service_app(
     description: str,
     version: str = "0.1.0",
     configure: Callable[[FastAPI], None],
+    idempotency_model: type[IdempotencyKeyMixin] | None = None,
+    idempotency_excluded_paths: Collection[str] = (),
 ) -> FastAPI:
     """An app with the database engine, token verifier and shared middleware in place."""
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
@@ -54,6 +57,9 @@ def create_service_app(
     install_error_handlers(app)
     app.include_router(health_router)
     configure(app)
+    if idempotency_model is not None:
+        # Before the body-size limit, which so wraps it and refuses an oversized body first.
+        install_idempotency(app, idempotency_model, idempotency_excluded_paths)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -10,6 +10,7 @@ from common.auth import ClosedAccounts
 from common.pagination import CursorCodec
 from invoice import service
 from invoice.config import InvoiceSettings, get_settings
+from invoice.models import IdempotencyKey
 from invoice.router import router, seed_router
 
 DESCRIPTION = """
@@ -41,5 +42,9 @@ def create_app(settings: InvoiceSettings | None = None) -> FastAPI:
         app.include_router(seed_router)
 
     return create_service_app(
-        settings, title="Ledgerline invoice service", description=DESCRIPTION, configure=configure
+        settings,
+        title="Ledgerline invoice service",
+        description=DESCRIPTION,
+        configure=configure,
+        idempotency_model=IdempotencyKey,
     )

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import BinaryUUID, service_metadata
+from common.idempotency import IdempotencyKeyMixin
 from common.ids import uuid7
 from common.inbox import InboxMessageMixin
 from common.outbox import OutboxMessageMixin, utcnow
@@ -122,3 +123,7 @@ class OutboxMessage(OutboxMessageMixin, Base):
 
 class InboxMessage(InboxMessageMixin, Base):
     """Events this service's consumers have handled."""
+
+
+class IdempotencyKey(IdempotencyKeyMixin, Base):
+    """The first answers to POSTs sent with an Idempotency-Key, kept 24 hours."""
