@@ -14,6 +14,7 @@ from common.health import router as health_router
 from common.idempotency import IdempotencyKeyMixin, install_idempotency
 from common.logging import configure_logging
 from common.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from common.openapi import install_openapi
 
 
 def create_service_app(
@@ -57,6 +58,7 @@ def create_service_app(
     install_error_handlers(app)
     app.include_router(health_router)
     configure(app)
+    install_openapi(app)
     if idempotency_model is not None:
         # Before the body-size limit, which so wraps it and refuses an oversized body first.
         install_idempotency(app, idempotency_model, idempotency_excluded_paths)
