@@ -4,11 +4,12 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.idempotency import purge_schedule
 from common.logging import get_logger
 from common.worker import Schedule, run_worker
 from invoice import consumers, service
 from invoice.config import get_settings
-from invoice.models import InboxMessage, OutboxMessage
+from invoice.models import IdempotencyKey, InboxMessage, OutboxMessage
 
 log = get_logger(__name__)
 
@@ -36,7 +37,10 @@ async def run() -> None:
         consumer_group=consumers.CONSUMER_GROUP,
         topics=consumers.TOPICS,
         handlers=consumers.HANDLERS,
-        schedules=[Schedule("past_due_sweep", settings.past_due_sweep_seconds, sweep_past_due)],
+        schedules=[
+            Schedule("past_due_sweep", settings.past_due_sweep_seconds, sweep_past_due),
+            purge_schedule(IdempotencyKey),
+        ],
     )
 
 
