@@ -1,13 +1,18 @@
-"""The whole suite as it runs for real: an OpenID Connect provider (oidc-provider-mock), the
-user and invoice services' APIs and workers as processes, and the nginx gateway in front.
-Tests act as browsers and API clients against the gateway only."""
+"""The whole suite as it runs for real: an OpenID Connect provider (oidc-provider-mock),
+FakePay, every service's API and worker as processes, and the nginx gateway in front. Tests
+act as browsers and API clients against the gateway only.
 
+The services are one list, SERVICES: a new one joins the suite (schema, API, worker, gateway
+upstream, `suite.apis`) with one entry naming its own settings.
+"""
+
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +27,89 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
+class Service:
+    """One service of the suite, run the way every service is laid out: the API is
+    `<name>.main:create_app`, the worker `python -m <name>.worker`, the schema is named by
+    `<NAME>_DATABASE_URL` and migrated with `services/<name>/alembic.ini`, and the gateway
+    reaches it through `GatewayConfig.<name>_upstream`."""
+
+    name: str
+    # The service's own variables, given the suite's addresses (see `Addresses`).
+    settings: Callable[["Addresses"], dict[str, str]] = lambda _: {}
+
+    @property
+    def prefix(self) -> str:
+        return self.name.upper()
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where everything of the suite listens, known before anything starts."""
+
+    gateway: str
+    provider: str
+    fakepay: str
+    apis: dict[str, str] = field(default_factory=dict)
+
+
+SERVICES = [
+    Service(
+        "user",
+        lambda at: {
+            "USER_PUBLIC_BASE_URL": at.gateway,
+            "USER_SECRET_KEY": "e2e-secret-key-for-sealing",
+            "USER_OIDC_PROVIDERS": json.dumps(
+                {
+                    "mock": {
+                        "issuer": at.provider,
+                        "client_id": "ledgerline-e2e",
+                        "client_secret": "e2e-client-secret",
+                    }
+                }
+            ),
+        },
+    ),
+    Service(
+        "invoice",
+        lambda at: {
+            "INVOICE_CURSOR_SECRET": "e2e-cursor-secret",
+            "INVOICE_PAYMENT_API_URL": at.apis["payment"],
+        },
+    ),
+    Service(
+        "payment",
+        lambda at: {
+            "PAYMENT_CURSOR_SECRET": "e2e-cursor-secret",
+            "PAYMENT_FAKEPAY_URL": f"{at.fakepay}/fakepay",
+        },
+    ),
+]
+
+
+@dataclass(frozen=True)
 class Suite:
     gateway: str
-    user_api: str
-    invoice_api: str
     provider: str
+    # FakePay's base URL: `/fakepay` is the provider, `/_control/ledger` what it charged.
+    fakepay: str
+    # Each service's API, by service name, reached directly (not through the gateway).
+    apis: dict[str, str]
+    kafka_bootstrap: str
+    # Every process's log file: `<service>-api.log`, `<service>-worker.log`, `fakepay.log`,
+    # `provider.log`, and the gateway's under `gateway/`.
+    logs: Path
 
+    @property
+    def user_api(self) -> str:
+        return self.apis["user"]
 
-def migrate(service: str, database_url: str) -> None:
-    alembic_ini = REPOSITORY / "services" / service / "alembic.ini"
-    migrate_schema(alembic_ini, service.upper(), database_url)
+    @property
+    def invoice_api(self) -> str:
+        return self.apis["invoice"]
+
+    @property
+    def payment_api(self) -> str:
+        return self.apis["payment"]
 
 
 class Processes:
@@ -67,49 +145,37 @@ def uvicorn(factory: str, port: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 async def databases(mysql_server: MysqlServer) -> AsyncIterator[dict[str, str]]:
-    async with (
-        temporary_database(mysql_server, "e2e_user") as user_url,
-        temporary_database(mysql_server, "e2e_invoice") as invoice_url,
-    ):
-        migrate("user", user_url)
-        migrate("invoice", invoice_url)
-        yield {"user": user_url, "invoice": invoice_url}
+    """A migrated throwaway schema per service, by service name."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for service in SERVICES:
+            url = await stack.enter_async_context(
+                temporary_database(mysql_server, f"e2e_{service.name}")
+            )
+            alembic_ini = REPOSITORY / "services" / service.name / "alembic.ini"
+            migrate_schema(alembic_ini, service.prefix, url)
+            urls[service.name] = url
+        yield urls
 
 
 @pytest.fixture(scope="session")
 def suite(
     databases: dict[str, str], kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Suite]:
-    ports = {name: free_port() for name in ("gateway", "user", "invoice", "provider")}
-    gateway = f"http://127.0.0.1:{ports['gateway']}"
-    user_api = f"http://127.0.0.1:{ports['user']}"
-    provider = f"http://127.0.0.1:{ports['provider']}"
+    ports = {name: free_port() for name in ("gateway", "provider", "fakepay")}
+    api_ports = {service.name: free_port() for service in SERVICES}
+    at = Addresses(
+        gateway=f"http://127.0.0.1:{ports['gateway']}",
+        provider=f"http://127.0.0.1:{ports['provider']}",
+        fakepay=f"http://127.0.0.1:{ports['fakepay']}",
+        apis={name: f"http://127.0.0.1:{port}" for name, port in api_ports.items()},
+    )
     shared = {
         **os.environ,
         "ENVIRONMENT": "test",
         "LOG_FORMAT": "json",
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "AUTH_JWKS_URL": f"{user_api}/.well-known/jwks.json",
-    }
-    user_env = {
-        **shared,
-        "USER_DATABASE_URL": databases["user"],
-        "USER_PUBLIC_BASE_URL": gateway,
-        "USER_SECRET_KEY": "e2e-secret-key-for-sealing",
-        "USER_OIDC_PROVIDERS": json.dumps(
-            {
-                "mock": {
-                    "issuer": provider,
-                    "client_id": "ledgerline-e2e",
-                    "client_secret": "e2e-client-secret",
-                }
-            }
-        ),
-    }
-    invoice_env = {
-        **shared,
-        "INVOICE_DATABASE_URL": databases["invoice"],
-        "INVOICE_CURSOR_SECRET": "e2e-cursor-secret",
+        "AUTH_JWKS_URL": f"{at.apis['user']}/.well-known/jwks.json",
     }
     logs = tmp_path_factory.mktemp("suite-logs")
     processes = Processes(logs)
@@ -118,28 +184,38 @@ def suite(
         processes.start(
             "provider", [*provider_command, "--port", str(ports["provider"])], dict(os.environ)
         )
-        processes.start("user-api", uvicorn("user.main:create_app", ports["user"]), user_env)
-        processes.start("user-worker", [sys.executable, "-m", "user.worker"], user_env)
+        fakepay_command = [sys.executable, "-m", "simulators.fakepay", "--host", "127.0.0.1"]
         processes.start(
-            "invoice-api", uvicorn("invoice.main:create_app", ports["invoice"]), invoice_env
+            "fakepay", [*fakepay_command, "--port", str(ports["fakepay"])], dict(os.environ)
         )
-        processes.start("invoice-worker", [sys.executable, "-m", "invoice.worker"], invoice_env)
-        for port in (ports["provider"], ports["user"], ports["invoice"]):
-            wait_for_port("127.0.0.1", port)
+        for service in SERVICES:
+            env = {
+                **shared,
+                f"{service.prefix}_DATABASE_URL": databases[service.name],
+                **service.settings(at),
+            }
+            api = uvicorn(f"{service.name}.main:create_app", api_ports[service.name])
+            processes.start(f"{service.name}-api", api, env)
+            worker = [sys.executable, "-m", f"{service.name}.worker"]
+            processes.start(f"{service.name}-worker", worker, env)
+        for port in (ports["provider"], ports["fakepay"], *api_ports.values()):
+            # Generous: a dozen Python processes start at once on a small, shared machine.
+            wait_for_port("127.0.0.1", port, timeout=120)
+        upstreams = {f"{name}_upstream": f"127.0.0.1:{port}" for name, port in api_ports.items()}
         gateway_process = start_gateway(
-            GatewayConfig(
-                port=ports["gateway"],
-                user_upstream=f"127.0.0.1:{ports['user']}",
-                invoice_upstream=f"127.0.0.1:{ports['invoice']}",
-            ),
-            tmp_path_factory.mktemp("gateway"),
+            # Paying has its own tight budget per client address; every test here comes from
+            # 127.0.0.1, so the suite's gateway allows it more than one user would need.
+            GatewayConfig(port=ports["gateway"], pay_rate="50r/s", pay_burst=100, **upstreams),
+            logs / "gateway",
         )
         processes.children.append(gateway_process)
         yield Suite(
-            gateway=gateway,
-            user_api=user_api,
-            invoice_api=f"http://127.0.0.1:{ports['invoice']}",
-            provider=provider,
+            gateway=at.gateway,
+            provider=at.provider,
+            fakepay=at.fakepay,
+            apis=at.apis,
+            kafka_bootstrap=kafka_bootstrap,
+            logs=logs,
         )
     finally:
         processes.stop_all()

@@ -1,5 +1,5 @@
 """Forged access tokens against every service, through the gateway: each is a 401
-problem+json, and nothing is created."""
+problem+json, and nothing is created or charged."""
 
 import base64
 import hashlib
@@ -15,7 +15,21 @@ from joserfc.jwk import KeySet, RSAKey
 
 from .conftest import Suite
 
-PROTECTED = [("GET", "/api/users/me"), ("GET", "/api/invoices"), ("POST", "/api/clients")]
+PROTECTED = [
+    ("GET", "/api/users/me"),
+    ("GET", "/api/invoices"),
+    ("POST", "/api/clients"),
+    ("POST", "/invoice/pay/0197a0b2-0000-7000-8000-000000000000"),
+    ("GET", "/api/payments"),
+    ("GET", "/api/wallet"),
+    ("POST", "/api/wallet/topups"),
+]
+CARD = {"number": "1234 5656 7822 5678", "expiry": "01-2040", "name": "Work Card"}
+# A body each POST would take from a valid token, so only the token is wrong.
+BODIES = {
+    "/api/clients": {"name": "Forged", "email": "f@example.com"},
+    "/api/wallet/topups": {"amount": "10.00", "currency": "USD", "card": CARD},
+}
 
 
 def _b64(data: bytes) -> str:
@@ -72,10 +86,12 @@ async def test_every_service_refuses_forged_tokens(
                 method,
                 path,
                 headers={"Authorization": f"Bearer {token}"},
-                json={"name": "Forged", "email": "f@example.com"} if method == "POST" else None,
+                json=BODIES.get(path, CARD) if method == "POST" else None,
             )
             assert response.status_code == 401, (name, response.text)
             assert response.headers["content-type"] == "application/problem+json", name
 
     clients = await victim.api.get("/api/clients")
     assert clients.json()["items"] == []
+    assert (await victim.api.get("/api/payments")).json()["items"] == []
+    assert (await victim.api.get("/api/wallet")).json()["balances"] == []

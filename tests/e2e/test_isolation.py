@@ -10,7 +10,15 @@ from typing import Any
 
 import httpx
 
+from simulators.testing import FakePayControl
+
 from .conftest import Suite
+
+INTERNAL = (
+    "not routed by the gateway (shown below); the caller's token decides the owner, and "
+    "another owner's data is out of reach as through the API (shown below)"
+)
+CARD = {"number": "1234 5656 7822 5678", "expiry": "01-2040", "name": "Work Card"}
 
 # Every endpoint, and how a second user's access to the first one's data is ruled out.
 ENDPOINTS: dict[tuple[str, str, str], str] = {
@@ -34,6 +42,15 @@ ENDPOINTS: dict[tuple[str, str, str], str] = {
     ("invoice", "GET", "/invoice/{invoice_id}"): "shown below",
     ("invoice", "POST", "/invoice"): "shown below",
     ("invoice", "GET", "/invoices"): "shown below",
+    ("invoice", "POST", "/invoice/pay/{invoice_id}"): "shown below",
+    ("payment", "GET", "/api/payments"): "shown below",
+    ("payment", "GET", "/api/payments/{payment_id}"): "shown below",
+    ("payment", "GET", "/api/wallet"): "shown below",
+    ("payment", "POST", "/api/wallet/topups"): "shown below",
+    ("payment", "GET", "/api/wallet/transactions"): "shown below",
+    ("payment", "POST", "/internal/invoice-payments"): INTERNAL,
+    ("payment", "POST", "/internal/wallet/debits"): INTERNAL,
+    ("payment", "POST", "/internal/wallet/refunds"): INTERNAL,
 }
 HEALTH = {("GET", "/health/live"), ("GET", "/health/ready")}
 
@@ -41,7 +58,7 @@ HEALTH = {("GET", "/health/live"), ("GET", "/health/ready")}
 async def test_every_endpoint_is_classified(suite: Suite) -> None:
     found = set()
     async with httpx.AsyncClient() as http:
-        for service, base in (("user", suite.user_api), ("invoice", suite.invoice_api)):
+        for service, base in suite.apis.items():
             document = (await http.get(f"{base}/openapi.json")).json()
             for path, operations in document["paths"].items():
                 for method in operations:
@@ -137,3 +154,100 @@ async def test_a_second_user_cannot_reach_the_first_users_data(
     assert [i["id"] for i in (await alice.api.get("/api/invoices")).json()["items"]] == [
         invoice["id"]
     ]
+
+
+async def test_a_second_user_cannot_reach_the_first_users_payments_or_wallet(
+    suite: Suite, sign_in_as: Any
+) -> None:
+    alice = await sign_in_as(f"alice-{uuid.uuid4().hex[:8]}@example.com")
+    mallory = await sign_in_as(f"mallory-{uuid.uuid4().hex[:8]}@example.com")
+    client = (
+        await alice.api.post("/api/clients", json={"name": "Zeta", "email": "ap@zeta.example"})
+    ).json()
+    paid = await alice.api.post(
+        "/invoice",
+        json={"jobDescription": "Audit", "amount": 90, "customerId": client["id"], "card": CARD},
+    )
+    pending = (
+        await alice.api.post(
+            "/invoice", json={"jobDescription": "Audit", "amount": 80, "customerId": client["id"]}
+        )
+    ).json()
+    topup = await alice.api.post(
+        "/api/wallet/topups", json={"amount": "20.00", "currency": "USD", "card": CARD}
+    )
+    assert (paid.status_code, topup.status_code) == (201, 201), (paid.text, topup.text)
+    payment_id = topup.json()["payment"]["id"]
+    async with httpx.AsyncClient(base_url=suite.payment_api) as internal:
+        fee = await internal.post(
+            "/internal/wallet/debits",
+            json={"reference": "fee-1", "amount": "1.00", "currency": "USD", "description": "Fee"},
+            headers=alice.headers,
+        )
+    assert fee.status_code == 201, fee.text
+    alice_before = [
+        (await alice.api.get(path)).json()
+        for path in ("/api/payments", "/api/wallet", "/api/wallet/transactions")
+    ]
+    m = mallory.api
+
+    # Named by id: the same answer as for an id that does not exist, and nothing charged.
+    assert same_answer(
+        await m.get(f"/api/payments/{payment_id}"), await m.get(f"/api/payments/{uuid.uuid4()}")
+    )
+    assert same_answer(
+        await m.post(f"/invoice/pay/{pending['id']}", json=CARD),
+        await m.post(f"/invoice/pay/{uuid.uuid4()}", json=CARD),
+    )
+    assert FakePayControl(f"{suite.fakepay}/_control").ledger(pending["id"]) == []
+    # Lists and balances hold only the caller's own; a top-up fills only the caller's wallet.
+    assert (await m.get("/api/payments")).json()["items"] == []
+    assert (await m.get("/api/wallet")).json()["balances"] == []
+    assert (await m.get("/api/wallet/transactions")).json()["items"] == []
+    mine = await m.post(
+        "/api/wallet/topups", json={"amount": "5.00", "currency": "USD", "card": CARD}
+    )
+    assert mine.status_code == 201
+    assert (await m.get("/api/wallet")).json()["balances"] == [
+        {"currency": "USD", "balance": "5.00"}
+    ]
+
+    # /internal/ is not routed by the gateway, whoever asks.
+    for path in (
+        "/internal/invoice-payments",
+        "/internal/wallet/debits",
+        "/internal/wallet/refunds",
+    ):
+        refused = await m.post(path, json={})
+        assert refused.status_code == 404, path
+        assert refused.headers["content-type"] == "application/problem+json"
+    # Called directly (from inside the network), the token decides the owner: Mallory can
+    # neither pay Alice's paid invoice again, nor refund Alice's fee, nor spend her balance.
+    async with httpx.AsyncClient(base_url=suite.payment_api, headers=mallory.headers) as internal:
+        repay = await internal.post(
+            "/internal/invoice-payments",
+            json={
+                "invoice_id": paid.json()["id"],
+                "amount": "90.00",
+                "currency": "USD",
+                "description": "Audit",
+                "card": CARD,
+            },
+        )
+        refund = await internal.post("/internal/wallet/refunds", json={"reference": "fee-1"})
+        nobodys = await internal.post("/internal/wallet/refunds", json={"reference": "fee-9"})
+        spend = await internal.post(
+            "/internal/wallet/debits",
+            json={"reference": "x-1", "amount": "19.00", "currency": "USD", "description": "Fee"},
+        )
+    assert repay.status_code == 409
+    assert same_answer(refund, nobodys)
+    assert spend.status_code == 402  # Mallory's own balance is 5.00
+    assert len(FakePayControl(f"{suite.fakepay}/_control").ledger(paid.json()["id"])) == 1
+
+    # Nothing of Alice's changed.
+    assert [
+        (await alice.api.get(path)).json()
+        for path in ("/api/payments", "/api/wallet", "/api/wallet/transactions")
+    ] == alice_before
+    assert (await alice.api.get(f"/invoice/{pending['id']}")).json()["invoiceStatus"] == "PENDING"
