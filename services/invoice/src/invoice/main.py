@@ -20,9 +20,13 @@ id answers 404 exactly like a missing one.
 
 Errors are `application/problem+json` (RFC 9457) naming the offending field.
 
-`/invoice`, `/invoice/{id}` and `/invoices` keep seed 001's contract. Card payment
-(seed 001's `card` field and `/invoice/pay/{id}`) comes with the payment service: a request
-carrying a card is refused with 422 for now.
+`/invoice`, `/invoice/{id}`, `/invoice/pay/{id}` and `/invoices` keep seed 001's contract.
+A card (on `POST /invoice`, or as the body of `POST /invoice/pay/{id}`) pays the invoice
+through the payment service: 201 PAID with the card masked (`123456********5678`). The card is
+never stored here. A declined card is 402, a payment in progress or an invoice not payable
+409, a bad card 422 naming the field, and an unavailable payment service 503 with
+`Retry-After`; the invoice is then left as it was, and every payment problem names its
+`invoice_id` so a client can pay again with `/invoice/pay/{invoice_id}`.
 """
 
 
