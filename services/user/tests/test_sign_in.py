@@ -270,10 +270,16 @@ async def test_no_secret_reaches_a_log_line_or_an_event(
     first = (await browser.get(callback_url)).json()
     spend = {"refresh_token": first["refresh_token"]}
     second = (await browser.post("/api/auth/refresh", json=spend)).json()
+    # Within the reuse interval: the same pair again, then a reuse once it has moved on.
+    replayed = await browser.post("/api/auth/refresh", json=spend)
+    third = (
+        await browser.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    ).json()
     reused = await browser.post("/api/auth/refresh", json=spend)
     await browser.get("/api/users/me", headers=bearer(second))
-    await browser.post("/api/auth/logout", json={"refresh_token": second["refresh_token"]})
+    await browser.post("/api/auth/logout", json={"refresh_token": third["refresh_token"]})
 
+    assert replayed.json() == second
     assert reused.status_code == 401
     secrets = {
         "state": state,
@@ -281,11 +287,14 @@ async def test_no_secret_reaches_a_log_line_or_an_event(
         "client secret": CLIENT_SECRET,
         "first refresh token": first["refresh_token"],
         "second refresh token": second["refresh_token"],
+        "third refresh token": third["refresh_token"],
         "access token": second["access_token"],
         "access token signature": second["access_token"].rsplit(".", 1)[1],
     }
     logged = caplog.text + "\n".join(str(record.msg) for record in caplog.records)
     assert "signed_in" in logged, "the flow was logged at all"
+    assert "refresh_token_replayed" in logged
+    assert "refresh_token_reused" in logged
     events = "\n".join(
         e.model_dump_json() for e in await outbox_events(sessionmaker, first["user_id"])
     )

@@ -1,13 +1,14 @@
 """Platform tokens: their shape, refresh rotation and reuse, logout, forged tokens, and key
 rotation that signs nobody out."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +57,34 @@ async def _jwks_kids(browser: httpx.AsyncClient) -> list[str]:
     response = await browser.get("/.well-known/jwks.json")
     assert response.status_code == 200
     return [key["kid"] for key in response.json()["keys"]]
+
+
+async def _refresh(browser: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
+    return await browser.post("/api/auth/refresh", json={"refresh_token": refresh_token})
+
+
+async def _spent_seconds_ago(
+    sessionmaker: async_sessionmaker[AsyncSession], refresh_token: str, seconds: int
+) -> None:
+    """Move a spent token's exchange into the past, as if that much time had gone by."""
+    async with sessionmaker() as session, session.begin():
+        row = await session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(refresh_token))
+        )
+        assert row is not None
+        assert row.spent_at is not None
+        row.spent_at -= timedelta(seconds=seconds)
+
+
+async def _token_rows(
+    sessionmaker: async_sessionmaker[AsyncSession], *refresh_tokens: str
+) -> list[RefreshToken]:
+    async with sessionmaker() as session:
+        hashes = [sha256_hex(token) for token in refresh_tokens]
+        rows = await session.scalars(
+            select(RefreshToken).where(RefreshToken.token_hash.in_(hashes))
+        )
+        return list(rows)
 
 
 # --- shape ------------------------------------------------------------------------------------
@@ -120,37 +149,27 @@ async def test_a_refresh_token_works_once_and_is_replaced(
     assert (await browser.get("/api/users/me", headers=bearer(body))).status_code == 200
 
 
-async def test_reusing_a_spent_refresh_token_revokes_the_whole_sign_in(
-    browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
+async def test_reusing_a_spent_refresh_token_after_the_reuse_interval_revokes_the_sign_in(
+    browser: httpx.AsyncClient,
+    subject: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: UserSettings,
 ) -> None:
     first = await sign_in(browser, subject)
     other_sign_in = await sign_in(browser, subject)
-    rotated = await browser.post(
-        "/api/auth/refresh", json={"refresh_token": first["refresh_token"]}
-    )
+    rotated = await _refresh(browser, first["refresh_token"])
     latest = rotated.json()["refresh_token"]
+    await _spent_seconds_ago(sessionmaker, first["refresh_token"], settings.refresh_reuse_seconds)
 
-    reused = await browser.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    reused = await _refresh(browser, first["refresh_token"])
 
     assert_problem(reused, 401)
-    after_reuse = await browser.post("/api/auth/refresh", json={"refresh_token": latest})
-    assert_problem(after_reuse, 401)
-    async with sessionmaker() as session:
-        family = (
-            await session.scalars(
-                select(RefreshToken).where(
-                    RefreshToken.token_hash.in_(
-                        [sha256_hex(first["refresh_token"]), sha256_hex(latest)]
-                    )
-                )
-            )
-        ).all()
+    assert_problem(await _refresh(browser, latest), 401)
+    family = await _token_rows(sessionmaker, first["refresh_token"], latest)
     assert len(family) == 2
     assert all(row.revoked_at is not None for row in family)
     # Another sign-in of the same user is another family, untouched.
-    untouched = await browser.post(
-        "/api/auth/refresh", json={"refresh_token": other_sign_in["refresh_token"]}
-    )
+    untouched = await _refresh(browser, other_sign_in["refresh_token"])
     assert untouched.status_code == 200
 
 
@@ -210,6 +229,112 @@ async def test_a_malformed_refresh_request_names_the_field(
 
 async def test_a_refresh_without_any_token_is_401(browser: httpx.AsyncClient) -> None:
     assert_problem(await browser.post("/api/auth/refresh"), 401)
+
+
+# --- the reuse interval ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def reuse_seconds(app: FastAPI, settings: UserSettings) -> Iterator[Callable[[int], None]]:
+    """Run the app with another reuse interval for one test."""
+
+    def set_to(seconds: int) -> None:
+        app.state.settings = settings.model_copy(update={"refresh_reuse_seconds": seconds})
+
+    # Set back by hand: pytest's monkeypatch cannot restore an attribute of Starlette's State.
+    try:
+        yield set_to
+    finally:
+        app.state.settings = settings
+
+
+async def test_a_token_presented_again_within_the_interval_gets_the_same_pair(
+    browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    first = await sign_in(browser, subject)
+
+    one = await _refresh(browser, first["refresh_token"])
+    two = await _refresh(browser, first["refresh_token"])
+
+    assert one.status_code == two.status_code == 200, two.text
+    assert two.json()["refresh_token"] == one.json()["refresh_token"]
+    # The same claims signed by the same key: the very same access token.
+    assert two.json()["access_token"] == one.json()["access_token"]
+    assert 0 < two.json()["expires_in"] <= one.json()["expires_in"]
+    assert (await browser.get("/api/users/me", headers=bearer(two.json()))).status_code == 200
+    # The sign-in goes on: nothing revoked, and the shared successor still rotates.
+    rows = await _token_rows(sessionmaker, first["refresh_token"], one.json()["refresh_token"])
+    assert [row.revoked_at for row in rows] == [None, None]
+    assert (await _refresh(browser, one.json()["refresh_token"])).status_code == 200
+
+
+async def test_the_interval_counts_from_the_first_exchange(
+    browser: httpx.AsyncClient,
+    subject: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: UserSettings,
+) -> None:
+    first = await sign_in(browser, subject)
+    one = await _refresh(browser, first["refresh_token"])
+    await _spent_seconds_ago(
+        sessionmaker, first["refresh_token"], settings.refresh_reuse_seconds - 2
+    )
+    assert (await _refresh(browser, first["refresh_token"])).status_code == 200
+
+    await _spent_seconds_ago(sessionmaker, first["refresh_token"], 2)
+
+    assert_problem(await _refresh(browser, first["refresh_token"]), 401)
+    assert_problem(await _refresh(browser, one.json()["refresh_token"]), 401)
+
+
+async def test_a_token_whose_successor_was_exchanged_revokes_even_within_the_interval(
+    browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    first = await sign_in(browser, subject)
+    second = (await _refresh(browser, first["refresh_token"])).json()
+    third = (await _refresh(browser, second["refresh_token"])).json()
+
+    reused = await _refresh(browser, first["refresh_token"])
+
+    assert_problem(reused, 401)
+    assert_problem(await _refresh(browser, third["refresh_token"]), 401)
+    rows = await _token_rows(sessionmaker, first["refresh_token"], third["refresh_token"])
+    assert all(row.revoked_at is not None for row in rows)
+
+
+async def test_two_simultaneous_refreshes_with_one_token_get_the_same_pair(
+    browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    first = await sign_in(browser, subject)
+    # Hold the token's row lock so both requests are inside the database at once, waiting
+    # for it; once it is released one exchanges the token and the other finds it spent.
+    async with sessionmaker() as session, session.begin():
+        await session.scalar(
+            select(RefreshToken)
+            .where(RefreshToken.token_hash == sha256_hex(first["refresh_token"]))
+            .with_for_update()
+        )
+        racing = [asyncio.create_task(_refresh(browser, first["refresh_token"])) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        assert not any(task.done() for task in racing)
+    one, two = await asyncio.gather(*racing)
+
+    assert one.status_code == two.status_code == 200, (one.text, two.text)
+    same = ("refresh_token", "access_token", "user_id")
+    assert {k: one.json()[k] for k in same} == {k: two.json()[k] for k in same}
+    follow_up = await _refresh(browser, one.json()["refresh_token"])
+    assert follow_up.status_code == 200
+
+
+async def test_with_the_interval_off_any_reuse_revokes(
+    browser: httpx.AsyncClient, subject: str, reuse_seconds: Callable[[int], None]
+) -> None:
+    reuse_seconds(0)
+    first = await sign_in(browser, subject)
+    rotated = await _refresh(browser, first["refresh_token"])
+
+    assert_problem(await _refresh(browser, first["refresh_token"]), 401)
+    assert_problem(await _refresh(browser, rotated.json()["refresh_token"]), 401)
 
 
 # --- forged access tokens ---------------------------------------------------------------------

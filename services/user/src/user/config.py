@@ -52,6 +52,10 @@ class UserSettings(BaseServiceSettings):
     access_token_seconds: int = Field(900, ge=60, le=3600)
     refresh_token_days: int = Field(30, ge=1, le=365)
     login_state_seconds: int = Field(600, ge=60, le=3600)
+    # For this long after a refresh token is spent, presenting it again returns the same new
+    # pair instead of revoking the sign-in: two tabs or devices refreshing together are not a
+    # theft. 0 turns it off. Also the window in which a replay of a stolen token goes unseen.
+    refresh_reuse_seconds: int = Field(10, ge=0, le=60)
     # A key signs for this long, then stays published as the previous key for as long again.
     signing_key_rotation_seconds: int = 30 * 86_400
     key_rotation_check_seconds: float = 3600

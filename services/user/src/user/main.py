@@ -23,8 +23,9 @@ login was started without `redirect_uri`, or (a browser app) as an HttpOnly refr
 cookie and a redirect to `redirect_uri`, after which the app calls `POST /api/auth/refresh`.
 
 Access tokens are RS256 JWTs valid for 15 minutes, verifiable with the keys at
-`/.well-known/jwks.json`. Refresh tokens work once each; a spent one presented again revokes
-the sign-in it belongs to.
+`/.well-known/jwks.json`. Refresh tokens are exchanged once each: a spent one presented again
+within a few seconds, while its successor is unused, gets the same tokens again (two tabs
+refreshing together); otherwise it revokes the sign-in it belongs to.
 
 Errors are `application/problem+json` (RFC 9457) naming the offending field.
 """

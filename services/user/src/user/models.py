@@ -51,6 +51,9 @@ class User(Base):
     # Filled by the payment service's wallet events; never written through the API.
     wallet_balance: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal("0.00"))
     wallet_currency: Mapped[str] = mapped_column(String(3))
+    # The `sequence` of the ledger entry the balance is from (0: none yet); an event that is
+    # not newer than it changes nothing, so a replayed old event never moves the balance back.
+    wallet_sequence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -93,7 +96,9 @@ class LoginState(Base):
 
 class RefreshToken(Base):
     """A refresh token, known only by its hash. Each use spends it and issues the next one of
-    the same family; presenting a spent one revokes the whole family."""
+    the same family (derived from it, so the same one again within the reuse interval);
+    presenting a spent one otherwise revokes the whole family. The access token issued with
+    it carries its id as `jti` and its creation as `iat`."""
 
     __tablename__ = "refresh_tokens"
     __table_args__ = (Index(None, "expires_at"),)

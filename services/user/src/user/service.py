@@ -2,10 +2,10 @@
 
 import hmac
 import json
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -250,17 +250,49 @@ async def issue_tokens(
     box: SecretBox,
     user_id: uuid.UUID,
     family_id: uuid.UUID | None = None,
+    refresh_token: str | None = None,
 ) -> IssuedTokens:
-    """A signed access token and a new refresh token (of a new family unless one is given)."""
+    """A signed access token and a new refresh token (of a new family unless one is given;
+    a random value unless one is given)."""
+    refresh_token = refresh_token or new_secret()
+    now = utcnow()
+    row = RefreshToken(
+        id=uuid7(),
+        token_hash=sha256_hex(refresh_token),
+        family_id=family_id or uuid7(),
+        user_id=user_id,
+        created_at=now,
+        expires_at=now + timedelta(days=settings.refresh_token_days),
+    )
+    session.add(row)
+    await session.flush()
+    return await _token_pair(session, settings, box, row, refresh_token, now)
+
+
+async def _token_pair(
+    session: AsyncSession,
+    settings: UserSettings,
+    box: SecretBox,
+    row: RefreshToken,
+    refresh_token: str,
+    now: datetime,
+) -> IssuedTokens:
+    """The refresh token of `row` and the access token issued with it.
+
+    The access token's claims come from the row (`iat` its creation, `jti` its id), so
+    issuing it again for the same row gives the same claims and, RS256 signatures being
+    deterministic, the same token as long as the same key signs.
+    """
     kid, key = await signing_key(session, settings, box)
-    now = int(time.time())
+    issued_at = _epoch(row.created_at)
+    expires_at = issued_at + settings.access_token_seconds
     claims = {
         "iss": settings.auth_issuer,
         "aud": settings.auth_audience,
-        "sub": str(user_id),
-        "iat": now,
-        "exp": now + settings.access_token_seconds,
-        "jti": uuid.uuid4().hex,
+        "sub": str(row.user_id),
+        "iat": issued_at,
+        "exp": expires_at,
+        "jti": row.id.hex,
     }
     access_token = jwt.encode(
         {"alg": SIGNING_ALGORITHM, "kid": kid, "typ": "JWT"},
@@ -268,17 +300,14 @@ async def issue_tokens(
         key,
         algorithms=[SIGNING_ALGORITHM],
     )
-    refresh_token = new_secret()
-    session.add(
-        RefreshToken(
-            token_hash=sha256_hex(refresh_token),
-            family_id=family_id or uuid7(),
-            user_id=user_id,
-            expires_at=utcnow() + timedelta(days=settings.refresh_token_days),
-        )
-    )
-    await session.flush()
-    return IssuedTokens(access_token, settings.access_token_seconds, refresh_token, user_id)
+    # What is left of the token's life; a replay gets the same token and less of it.
+    expires_in = min(settings.access_token_seconds, expires_at - _epoch(now))
+    return IssuedTokens(access_token, expires_in, refresh_token, row.user_id)
+
+
+def _epoch(moment: datetime) -> int:
+    """Seconds since the epoch of a naive UTC datetime, as JWT claims count time."""
+    return int(moment.replace(tzinfo=UTC).timestamp())
 
 
 async def refresh(
@@ -286,15 +315,25 @@ async def refresh(
 ) -> IssuedTokens:
     """Spend a refresh token for new tokens of the same family.
 
-    A token that was already spent means two parties hold it: the whole family is revoked,
-    which signs out both the thief and the user (who signs in again). RefreshTokenReused is
-    raised after the revocation is staged; the caller commits it before answering.
+    The successor is derived from the token (see `SecretBox.successor_token`), so it is the
+    same value every time this token is spent. A token that was already spent means two
+    parties hold it, unless it comes back within the reuse interval while its successor is
+    still the family's latest token: then it is two tabs or devices refreshing together, and
+    they get the same pair. Any other reuse revokes the whole family, which signs out both
+    the thief and the user (who signs in again). RefreshTokenReused is raised after the
+    revocation is staged; the caller commits it before answering.
     """
-    now = utcnow()
     row = await repository.get_refresh_token(session, sha256_hex(refresh_token))
+    # Taken once the row lock is held: a request that waited for a concurrent exchange of
+    # the same token measures the interval from when it may decide, not from its arrival.
+    now = utcnow()
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise RefreshTokenInvalid()
+    successor = box.successor_token(refresh_token)
     if row.spent_at is not None:
+        replayed = await _replay_within_reuse_interval(session, settings, box, row, successor, now)
+        if replayed is not None:
+            return replayed
         await repository.revoke_family(session, row.family_id, now)
         log.warning("refresh_token_reused", user_id=str(row.user_id), family=str(row.family_id))
         raise RefreshTokenReused()
@@ -302,7 +341,44 @@ async def refresh(
     if user is None or user.deleted_at is not None:
         raise RefreshTokenInvalid()
     row.spent_at = now
-    return await issue_tokens(session, settings, box, user.id, family_id=row.family_id)
+    return await issue_tokens(
+        session, settings, box, user.id, family_id=row.family_id, refresh_token=successor
+    )
+
+
+async def _replay_within_reuse_interval(
+    session: AsyncSession,
+    settings: UserSettings,
+    box: SecretBox,
+    spent: RefreshToken,
+    successor: str,
+    now: datetime,
+) -> IssuedTokens | None:
+    """The pair this spent token was exchanged for, when it may be handed out again: the
+    token was spent less than the reuse interval ago and its successor is still unused.
+
+    The interval counts from the first exchange and a replay does not restart it. The
+    successor is read under its row lock, so a concurrent exchange of the successor either
+    has committed (and this is a reuse) or waits until this answer is given.
+    """
+    # Times are whole seconds, so "less than" keeps the real wait under the interval, and an
+    # interval of 0 replays nothing.
+    if spent.spent_at is None or now - spent.spent_at >= timedelta(
+        seconds=settings.refresh_reuse_seconds
+    ):
+        return None
+    latest = await repository.get_refresh_token(session, sha256_hex(successor))
+    # Revoked covers logout and a deleted account too: both revoke every token they end.
+    if (
+        latest is None
+        or latest.family_id != spent.family_id
+        or latest.spent_at is not None
+        or latest.revoked_at is not None
+        or latest.expires_at <= now
+    ):
+        return None
+    log.info("refresh_token_replayed", user_id=str(latest.user_id), family=str(latest.family_id))
+    return await _token_pair(session, settings, box, latest, successor, now)
 
 
 async def logout(session: AsyncSession, refresh_token: str) -> None:
@@ -410,6 +486,45 @@ async def clean_up(session: AsyncSession) -> int:
     return await repository.delete_expired_login_states(
         session, now
     ) + await repository.delete_expired_refresh_tokens(session, now)
+
+
+# --- wallet -----------------------------------------------------------------------------------
+
+
+async def record_wallet_balance(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    *,
+    currency: str,
+    balance: Decimal,
+    sequence: int,
+) -> None:
+    """Show the balance after one of the payment service's wallet ledger entries, if that
+    entry is newer than the one shown.
+
+    The event states the balance after the entry, so it is taken as it is rather than adding
+    the amount: a repeated entry cannot count twice, and the sequence (one counter per owner
+    and currency) says which statement is the latest. The profile shows the wallet in its
+    own currency only.
+    """
+    user = await repository.get_user(session, owner_id, for_update=True)
+    if user is None or user.deleted_at is not None:
+        # Not an error of the event: no account here to show it on (or no longer one).
+        log.info("wallet_event_without_account", user_id=str(owner_id), sequence=sequence)
+        return
+    if currency != user.wallet_currency:
+        log.info("wallet_event_in_other_currency", user_id=str(owner_id), currency=currency)
+        return
+    if sequence <= user.wallet_sequence:
+        log.info(
+            "wallet_event_not_newer",
+            user_id=str(owner_id),
+            sequence=sequence,
+            applied=user.wallet_sequence,
+        )
+        return
+    user.wallet_balance = balance
+    user.wallet_sequence = sequence
 
 
 # --- profile ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The user service's worker: the outbox relay, signing-key rotation, clean-up, consumers."""
+"""The user service's worker: the outbox relay, signing-key rotation, clean-up, and the
+consumer of the payment service's wallet events."""
 
 import asyncio
 from datetime import timedelta
