@@ -2,6 +2,7 @@
 again with its key is answered from the first answer and does not run again."""
 
 import asyncio
+import hashlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from common.idempotency import (
     IdempotencyKeyMixin,
     KeyState,
     purge_expired_keys,
+    request_fingerprint,
 )
 from common.outbox import utcnow
 from common.testing.identity import ISSUER, TestIssuer
@@ -464,3 +466,13 @@ async def test_the_openapi_document_shows_the_header_on_keyed_posts(app: FastAPI
     assert "Idempotent-Replayed" in create["responses"]["201"]["headers"]
     excluded = document["paths"]["/excluded"]["post"]
     assert all(p["name"] != "Idempotency-Key" for p in excluded.get("parameters", []))
+
+
+def test_the_fingerprint_is_keyed_so_a_card_in_a_body_cannot_be_guessed_from_it() -> None:
+    body = b'{"card": {"number": "1234567812345678"}}'
+
+    ours = request_fingerprint(b"secret", "POST", "/invoice", b"", body)
+
+    assert ours == request_fingerprint(b"secret", "POST", "/invoice", b"", body)
+    assert ours != request_fingerprint(b"another", "POST", "/invoice", b"", body)
+    assert hashlib.sha256(body).digest() != ours

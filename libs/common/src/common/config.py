@@ -32,12 +32,19 @@ class BaseServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:19092", validation_alias=shared("KAFKA_BOOTSTRAP_SERVERS")
     )
+    # See common.kafka.DEFAULT_FETCH_MAX_WAIT_MS; against Apache Kafka 500 costs no latency.
+    kafka_fetch_max_wait_ms: int = Field(20, validation_alias=shared("KAFKA_FETCH_MAX_WAIT_MS"))
 
     auth_jwks_url: str = Field(
         "http://127.0.0.1:8101/.well-known/jwks.json", validation_alias=shared("AUTH_JWKS_URL")
     )
     auth_issuer: str = Field("ledgerline", validation_alias=shared("AUTH_ISSUER"))
     auth_audience: str = Field("ledgerline", validation_alias=shared("AUTH_AUDIENCE"))
+
+    # Keys the fingerprints of requests sent with an Idempotency-Key (common.idempotency).
+    idempotency_secret: SecretStr = Field(
+        SecretStr(DEVELOPMENT_PLACEHOLDER), validation_alias=shared("IDEMPOTENCY_SECRET")
+    )
 
     # The largest request body the service reads; the gateway has its own, lower, limit.
     max_body_bytes: int = 1_048_576
