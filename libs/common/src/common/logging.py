@@ -6,6 +6,7 @@ one request or one message carries them.
 
 import logging
 import sys
+import traceback
 
 import structlog
 
@@ -33,6 +34,40 @@ def _redact_secrets(
     for key in list(event_dict):
         if key.lower() in SECRET_KEYS:
             event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def _render_exception(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Replace exc_info with the traceback's frames and the exception types only.
+
+    A rich traceback prints every frame's local variables, and an exception's message can
+    quote its input (Pydantic's does): either can carry a request body with a card number or
+    a token. Where and what failed is enough to find the bug; the values stay out.
+    """
+    exc_info = event_dict.pop("exc_info", None)
+    if not exc_info:
+        return event_dict
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    _, error, tb = exc_info
+    if error is None:
+        return event_dict
+    lines = ["Traceback (most recent call last):"]
+    lines += [
+        f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'
+        for frame in traceback.extract_tb(tb)
+    ]
+    causes: list[str] = []
+    cause = error.__cause__ or error.__context__
+    while cause is not None and len(causes) < 5:
+        causes.append(type(cause).__name__)
+        cause = cause.__cause__ or cause.__context__
+    lines.append(type(error).__name__ + (f" (caused by {', '.join(causes)})" if causes else ""))
+    event_dict["exception"] = "\n".join(lines)
     return event_dict
 
 
@@ -64,7 +99,11 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _render_exception,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
