@@ -109,3 +109,19 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def link(
+    method: str, path: str, body: dict[str, str] | None = None, **parameters: str
+) -> dict[str, Any]:
+    """An OpenAPI link from an answer to another operation of the same document, e.g.
+    `link("GET", "/api/clients/{client_id}", client_id="$response.body#/id")`, or with
+    `body={"client_id": "$response.body#/id"}` for fields of the next request's body: clients
+    (and the fuzzer's stateful phase) learn which call can follow which."""
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    described: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{method.lower()}"}
+    if parameters:
+        described["parameters"] = parameters
+    if body:
+        described["requestBody"] = body
+    return described

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from common.auth import CurrentUser
 from common.db import ReadSessionDep, SessionDep
 from common.health import HealthStatus, answers_with, database_answers
+from common.openapi import link
 from invoice import service
 from invoice.dependencies import AccessToken, CursorCodecDep, PaymentClientDep, SettingsDep
 from invoice.models import Client, Invoice, InvoiceStatus
@@ -35,6 +36,19 @@ from invoice.schemas import (
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such resource for this user"}
 }
+# What can follow a created client or invoice, as OpenAPI links (for clients and for the
+# fuzzer's stateful phase).
+CLIENT_LINKS = {
+    "GetClient": link("GET", "/api/clients/{client_id}", client_id="$response.body#/id"),
+    "BillClient": link("POST", "/api/invoices", body={"client_id": "$response.body#/id"}),
+    "BillCustomer": link("POST", "/invoice", body={"customerId": "$response.body#/id"}),
+}
+INVOICE_LINKS = {
+    "GetInvoice": link("GET", "/api/invoices/{invoice_id}", invoice_id="$response.body#/id"),
+    "VoidInvoice": link("POST", "/api/invoices/{invoice_id}/void", invoice_id="$response.body#/id"),
+    "GetSeedInvoice": link("GET", "/invoice/{invoice_id}", invoice_id="$response.body#/id"),
+    "PayInvoice": link("POST", "/invoice/pay/{invoice_id}", invoice_id="$response.body#/id"),
+}
 router = APIRouter(prefix="/api", tags=["invoices"])
 seed_router = APIRouter(tags=["seed 001 contract"])
 
@@ -43,7 +57,11 @@ seed_router = APIRouter(tags=["seed 001 contract"])
 
 
 @router.post(
-    "/clients", status_code=status.HTTP_201_CREATED, response_model=ClientRead, tags=["clients"]
+    "/clients",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ClientRead,
+    tags=["clients"],
+    responses={201: {"links": CLIENT_LINKS}},
 )
 async def create_client(body: ClientCreate, user: CurrentUser, session: SessionDep) -> Client:
     return await service.create_client(session, user.id, body.name, str(body.email))
@@ -73,7 +91,12 @@ async def get_client(client_id: int, user: CurrentUser, session: ReadSessionDep)
 # --- /api/invoices ----------------------------------------------------------------------------
 
 
-@router.post("/invoices", status_code=status.HTTP_201_CREATED, response_model=InvoiceRead)
+@router.post(
+    "/invoices",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InvoiceRead,
+    responses={201: {"links": INVOICE_LINKS}},
+)
 async def create_invoice(
     body: InvoiceCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> Invoice:
@@ -205,7 +228,7 @@ PAYMENT_PROBLEMS: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=InvoiceResponse,
     response_model_exclude_none=True,
-    responses=PAYMENT_PROBLEMS,
+    responses={201: {"links": INVOICE_LINKS}, **PAYMENT_PROBLEMS},
 )
 async def seed_create_invoice(
     body: InvoiceRequest,
