@@ -31,6 +31,36 @@ class PaymentInProgress(Conflict):
             self.headers["Retry-After"] = str(max(1, math.ceil(retry_after_seconds)))
 
 
+class TopupInProgress(ProblemError):
+    """A top-up made under this Idempotency-Key has no known outcome yet.
+
+    503, not 409: the idempotency middleware keeps a 4xx as the key's answer for 24 hours, and
+    this one is true for a few seconds only; a 5xx is not kept, so the retry asks again.
+    """
+
+    status = 503
+    title = "Top-up in progress"
+
+    def __init__(self, retry_after_seconds: float, payment_id: uuid.UUID | None = None) -> None:
+        super().__init__(
+            "A top-up with this Idempotency-Key is in progress; its outcome is not known yet, "
+            "try again later",
+            code="payment_in_progress",
+            **_payment_ref(payment_id),
+        )
+        self.headers["Retry-After"] = str(max(1, math.ceil(retry_after_seconds)))
+
+
+class TopupKeyReused(InvalidInput):
+    """The Idempotency-Key names a top-up of another amount, currency or card."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Idempotency-Key was already used for a top-up of another amount, currency or card",
+            field="Idempotency-Key",
+        )
+
+
 class InvoiceHeldByAnotherOwner(Conflict):
     def __init__(self) -> None:
         super().__init__("This invoice id has a payment that is not yours", code="invoice_taken")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from common.app import create_service_app
 from common.pagination import CursorCodec
 from payment.config import PaymentSettings, get_settings
+from payment.models import IdempotencyKey
 from payment.providers import PaymentProvider, create_provider
 from payment.router import internal_router, payments_router, wallet_router
 
@@ -43,7 +44,11 @@ def create_app(
         app.include_router(wallet_router)
 
     app = create_service_app(
-        settings, title="Ledgerline payment service", description=DESCRIPTION, configure=configure
+        settings,
+        title="Ledgerline payment service",
+        description=DESCRIPTION,
+        configure=configure,
+        idempotency_model=IdempotencyKey,
     )
     shared_lifespan = app.router.lifespan_context
 

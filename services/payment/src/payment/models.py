@@ -6,6 +6,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import (
+    VARBINARY,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -18,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import BinaryUUID, service_metadata
+from common.idempotency import IdempotencyKeyMixin
 from common.ids import uuid7
 from common.inbox import InboxMessageMixin
 from common.outbox import OutboxMessageMixin, utcnow
@@ -61,6 +63,11 @@ class Payment(Base):
     and NULL once it failed: its unique index lets one payment at a time hold an invoice, so
     a second concurrent attempt fails on insert instead of charging the card again.
 
+    `active_topup_key` does the same for a top-up sent with an Idempotency-Key: the key, while
+    the top-up may take or has taken the money, unique per owner. The key's stored answer
+    is written after the top-up commits, so a crash in between lets the request run again
+    (docs/idempotency.md); it then finds this row instead of charging the card a second time.
+
     The card is kept masked (first six and last four digits), with its expiry and name;
     the full number and the CVV are never stored.
     """
@@ -77,6 +84,10 @@ class Payment(Base):
         CheckConstraint(
             "status <> 'failed' OR active_invoice_id IS NULL", name="failed_releases_invoice"
         ),
+        UniqueConstraint("owner_id", "active_topup_key"),
+        CheckConstraint(
+            "status <> 'failed' OR active_topup_key IS NULL", name="failed_releases_topup_key"
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
@@ -84,6 +95,8 @@ class Payment(Base):
     kind: Mapped[str] = mapped_column(String(16))
     invoice_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID)
     active_invoice_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID, unique=True)
+    # Bytes, like the idempotency_keys table's: keys are case-sensitive.
+    active_topup_key: Mapped[bytes | None] = mapped_column(VARBINARY(255))
     status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.PROCESSING)
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3))
@@ -170,3 +183,7 @@ class OutboxMessage(OutboxMessageMixin, Base):
 
 class InboxMessage(InboxMessageMixin, Base):
     """Events this service's consumers have handled."""
+
+
+class IdempotencyKey(IdempotencyKeyMixin, Base):
+    """The first answers to POSTs sent with an Idempotency-Key, kept 24 hours."""

@@ -36,6 +36,15 @@ async def payment_holding_invoice(session: AsyncSession, invoice_id: uuid.UUID) 
     return await session.scalar(select(Payment).where(Payment.active_invoice_id == invoice_id))
 
 
+async def topup_holding_key(
+    session: AsyncSession, owner_id: uuid.UUID, key: bytes
+) -> Payment | None:
+    """The owner's top-up in flight or succeeded under this Idempotency-Key (at most one)."""
+    return await session.scalar(
+        select(Payment).where(Payment.owner_id == owner_id, Payment.active_topup_key == key)
+    )
+
+
 async def list_payments(
     session: AsyncSession, owner_id: uuid.UUID, before_id: uuid.UUID | None, limit: int
 ) -> Sequence[Payment]:

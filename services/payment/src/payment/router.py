@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from common.auth import CurrentUser
 from common.db import ReadSessionDep, SessionDep
 from common.errors import ProblemError
+from common.idempotency import KEY_HEADER
 from common.logging import get_logger
 from payment import service, wallet
 from payment.dependencies import ChargingDep, CursorCodecDep
@@ -186,13 +187,30 @@ async def get_wallet(user: CurrentUser, session: ReadSessionDep) -> WalletRead:
     status_code=status.HTTP_201_CREATED,
     response_model=TopupRead,
     summary="Add funds to the wallet by card",
-    responses=CARD_ERRORS,
+    responses={
+        **CARD_ERRORS,
+        503: _problem(
+            "The provider is down or timed out, or a top-up under this Idempotency-Key is not "
+            "settled yet (see Retry-After). Sent again with the same key, the top-up is settled "
+            "with the provider first and charged at most once"
+        ),
+    },
 )
-async def top_up(body: TopupCreate, user: CurrentUser, charging: ChargingDep) -> TopupRead:
+async def top_up(
+    body: TopupCreate,
+    user: CurrentUser,
+    charging: ChargingDep,
+    # The idempotency middleware documents the header; here it also keys the top-up itself.
+    idempotency_key: Annotated[
+        str | None, Header(alias=KEY_HEADER, include_in_schema=False)
+    ] = None,
+) -> TopupRead:
     """Charge the card and credit the wallet: 201 with the payment, its ledger entry and the
-    balance it left."""
+    balance it left. With an Idempotency-Key, the top-up already made under it, if any."""
+    # The header's bytes, as the middleware keys them (Starlette decodes headers as latin-1).
+    key = idempotency_key.encode("latin-1") if idempotency_key else None
     topup = await _card_request(
-        service.top_up(charging, user.id, body.amount, body.currency, body.card.details()),
+        service.top_up(charging, user.id, body.amount, body.currency, body.card.details(), key),
         charging.settings.retry_after_seconds,
     )
     return TopupRead(

@@ -4,18 +4,19 @@ attempts whose outcome was lost.
 A charge is two transactions around the provider call, which runs in neither:
 
 1. the attempt is written as `processing` and committed; for an invoice it takes the
-   invoice's slot (`active_invoice_id`, unique), so a concurrent second attempt fails on
-   insert and nothing is sent for it;
+   invoice's slot (`active_invoice_id`, unique), and for a top-up sent with an
+   Idempotency-Key the key's (`active_topup_key`, unique per owner), so a concurrent second
+   attempt fails on insert and nothing is sent for it;
 2. the provider is called, within the provider timeout;
 3. the outcome is written with its event through the outbox: succeeded, or failed (which
-   frees the invoice), or `unknown` when no trustworthy answer came back.
+   frees the invoice or the key), or `unknown` when no trustworthy answer came back.
 
 An attempt left `processing` or `unknown` (a timeout, a 5xx, a process killed between the
 provider's acceptance and our commit) is settled by asking the provider whether it holds a
-charge with the attempt's transaction id: before any new attempt on that invoice, and by
-the worker's schedule. Found means succeeded. Not found means "never charged" only once the
-attempt is older than the provider timeout plus a grace period, when no request can still
-be on its way; until then the invoice stays held.
+charge with the attempt's transaction id: before any new attempt on that invoice (or under
+that key), and by the worker's schedule. Found means succeeded. Not found means "never
+charged" only once the attempt is older than the provider timeout plus a grace period, when
+no request can still be on its way; until then the invoice (or key) stays held.
 
 These functions open their own transactions (unlike the rest of the codebase, where the
 edge commits) because the attempt must be committed before the provider is called.
@@ -53,6 +54,8 @@ from payment.exceptions import (
     PaymentInProgress,
     PaymentNotFound,
     ProviderUnavailable,
+    TopupInProgress,
+    TopupKeyReused,
     TopupTooLarge,
     UnsupportedCurrency,
 )
@@ -167,28 +170,90 @@ async def pay_invoice(
 
 
 async def top_up(
-    charging: Charging, owner_id: uuid.UUID, amount: Decimal, currency: str, card: CardDetails
+    charging: Charging,
+    owner_id: uuid.UUID,
+    amount: Decimal,
+    currency: str,
+    card: CardDetails,
+    key: bytes | None = None,
 ) -> Topup:
-    """Charge the card and credit the owner's wallet with the amount."""
+    """Charge the card and credit the owner's wallet with the amount.
+
+    With the client's Idempotency-Key, at most one charge per key: a top-up already made
+    under it is answered as it is, after settling it with the provider if its outcome was
+    lost. The key's middleware answers most retries itself, but not one that runs again
+    after a crash between this top-up's commit and the stored answer.
+    """
     if currency not in charging.settings.wallet_currency_set:
         raise UnsupportedCurrency()
     if amount > charging.settings.topup_max_amount:
         raise TopupTooLarge(str(charging.settings.topup_max_amount))
-    payment = _new_payment(
-        owner_id,
-        PaymentKind.TOPUP,
-        amount,
-        currency,
-        "Wallet top-up",
-        card,
-        charging.provider.name,
+    # Twice at most: an earlier attempt under the key that failed frees the key for ours.
+    for _ in range(2):
+        if key is not None:
+            async with charging.sessionmaker() as session:
+                holder = await repository.topup_holding_key(session, owner_id, key)
+            if holder is not None:
+                earlier = await _earlier_topup(charging, holder, amount, currency, card)
+                if earlier is not None:
+                    return earlier
+                continue
+        payment = _new_payment(
+            owner_id,
+            PaymentKind.TOPUP,
+            amount,
+            currency,
+            "Wallet top-up",
+            card,
+            charging.provider.name,
+            topup_key=key,
+        )
+        try:
+            async with charging.sessionmaker() as session, session.begin():
+                session.add(payment)
+        except IntegrityError:
+            if key is None:
+                raise
+            continue  # another request with this key started its top-up first: look at it
+        log.info("payment_started", payment_id=str(payment.id), kind=payment.kind)
+        return await _topup_of(charging, await _charge(charging, payment, card))
+    raise TopupInProgress(charging.settings.retry_after_seconds)
+
+
+async def _earlier_topup(
+    charging: Charging, holder: Payment, amount: Decimal, currency: str, card: CardDetails
+) -> Topup | None:
+    """The top-up already made under the key, settled with the provider first when its
+    outcome was lost; None when it failed, so nothing was charged and a new attempt may be."""
+    asked = (amount, currency, card.masked_number, card.expiry, card.name)
+    made = (
+        holder.amount,
+        holder.currency,
+        holder.card_number_masked,
+        holder.card_expiry,
+        holder.card_name,
     )
-    async with charging.sessionmaker() as session, session.begin():
-        session.add(payment)
-    log.info("payment_started", payment_id=str(payment.id), kind=payment.kind)
-    payment = await _charge(charging, payment, card)
+    if asked != made:
+        raise TopupKeyReused()
+    if holder.status == PaymentStatus.SUCCEEDED:
+        return await _topup_of(charging, holder)
+    if holder.status == PaymentStatus.PROCESSING and not _settled(charging, holder):
+        # Its request is still within the provider timeout: it will record the outcome.
+        raise TopupInProgress(_seconds_to_settle(charging, holder), holder.id)
+    settled = await _settle_or_unavailable(charging, holder.id)
+    if settled.status == PaymentStatus.SUCCEEDED:
+        return await _topup_of(charging, settled)
+    if settled.status == PaymentStatus.FAILED:
+        return None
+    raise TopupInProgress(_seconds_to_settle(charging, settled), settled.id)
+
+
+async def _topup_of(charging: Charging, payment: Payment) -> Topup:
+    """A succeeded top-up with the ledger entry it credited."""
     async with charging.sessionmaker() as session:
-        entry = await repository.find_entry(session, owner_id, EntryType.TOPUP, str(payment.id))
+        entry = await repository.find_entry(
+            session, payment.owner_id, EntryType.TOPUP, str(payment.id)
+        )
     assert entry is not None  # credited in the transaction that recorded the success
     return Topup(payment, entry)
 
@@ -202,6 +267,7 @@ def _new_payment(
     card: CardDetails,
     provider: str,
     invoice_id: uuid.UUID | None = None,
+    topup_key: bytes | None = None,
 ) -> Payment:
     payment_id = uuid7()
     now = utcnow()
@@ -211,6 +277,7 @@ def _new_payment(
         kind=kind,
         invoice_id=invoice_id,
         active_invoice_id=invoice_id,
+        active_topup_key=topup_key,
         status=PaymentStatus.PROCESSING,
         amount=amount,
         currency=currency,
@@ -298,10 +365,12 @@ async def _succeed(session: AsyncSession, payment: Payment, charge_id: str | Non
 
 
 def _fail(session: AsyncSession, payment: Payment, failure_code: str) -> None:
-    """Record that nothing was charged, and free the invoice for another attempt."""
+    """Record that nothing was charged, and free the invoice, or the top-up's key, for
+    another attempt."""
     payment.status = PaymentStatus.FAILED
     payment.failure_code = failure_code
     payment.active_invoice_id = None
+    payment.active_topup_key = None
     payment.updated_at = utcnow()
     payload = PaymentFailed(
         payment_id=payment.id,

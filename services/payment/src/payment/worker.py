@@ -1,16 +1,17 @@
-"""The payment service's worker: the outbox relay and the schedule that settles card
-charges whose outcome was lost."""
+"""The payment service's worker: the outbox relay, the schedule that settles card charges
+whose outcome was lost, and the clean-up of expired idempotency keys."""
 
 import asyncio
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.idempotency import purge_schedule
 from common.logging import get_logger
 from common.worker import Schedule, run_worker
 from payment import consumers, service
 from payment.config import PaymentSettings, get_settings
-from payment.models import InboxMessage, OutboxMessage
+from payment.models import IdempotencyKey, InboxMessage, OutboxMessage
 from payment.providers import PaymentProvider, create_provider
 
 log = get_logger(__name__)
@@ -40,7 +41,10 @@ async def run() -> None:
             consumer_group=consumers.CONSUMER_GROUP,
             topics=consumers.TOPICS,
             handlers=consumers.HANDLERS,
-            schedules=[reconcile_schedule(settings, create_provider(settings, http))],
+            schedules=[
+                reconcile_schedule(settings, create_provider(settings, http)),
+                purge_schedule(IdempotencyKey),
+            ],
         )
 
 
