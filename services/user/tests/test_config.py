@@ -20,6 +20,7 @@ def test_production_refuses_a_provider_secret_placeholder() -> None:
             environment="production",
             database_url=SecretStr("mysql+asyncmy://user_svc:real@db/user_svc"),
             secret_key=SecretStr("a real secret"),
+            idempotency_secret=SecretStr("another real secret"),
             oidc_providers={
                 "google": OidcProviderSettings(
                     issuer="https://accounts.google.com",
