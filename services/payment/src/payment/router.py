@@ -16,6 +16,7 @@ from common.db import ReadSessionDep, SessionDep
 from common.errors import ProblemError
 from common.idempotency import KEY_HEADER
 from common.logging import get_logger
+from common.openapi import link
 from payment import service, wallet
 from payment.dependencies import ChargingDep, CursorCodecDep
 from payment.exceptions import PaymentNotCompleted
@@ -77,12 +78,23 @@ async def _card_request(call: Awaitable[T], retry_after_seconds: int) -> T:
 # --- /internal: called by other services ------------------------------------------------------
 
 
+# What can follow an answer, as OpenAPI links (for clients and the fuzzer's stateful phase).
+PAYMENT_LINK = link("GET", "/api/payments/{payment_id}", payment_id="$response.body#/id")
+TOPUP_PAYMENT_LINK = link(
+    "GET", "/api/payments/{payment_id}", payment_id="$response.body#/payment/id"
+)
+REFUND_LINK = link(
+    "POST", "/internal/wallet/refunds", body={"reference": "$response.body#/reference"}
+)
+
+
 @internal_router.post(
     "/invoice-payments",
     status_code=status.HTTP_201_CREATED,
     response_model=PaymentRead,
     summary="Pay an invoice by card (called by the invoice service)",
     responses={
+        201: {"links": {"GetPayment": PAYMENT_LINK}},
         200: {"description": "The invoice was already paid: the payment that paid it"},
         409: _problem("Another payment of this invoice is in progress; try again later"),
         **CARD_ERRORS,
@@ -114,6 +126,7 @@ async def pay_invoice(
     response_model=WalletTransactionRead,
     summary="Take a platform fee from the wallet (called by the email service)",
     responses={
+        201: {"links": {"RefundDebit": REFUND_LINK}},
         200: {"description": "This reference was debited before: that debit, not applied again"},
         402: _problem("The balance is lower than the amount; nothing was taken"),
         409: _problem("The reference was used for a different amount or currency"),
@@ -188,6 +201,7 @@ async def get_wallet(user: CurrentUser, session: ReadSessionDep) -> WalletRead:
     response_model=TopupRead,
     summary="Add funds to the wallet by card",
     responses={
+        201: {"links": {"GetPayment": TOPUP_PAYMENT_LINK}},
         **CARD_ERRORS,
         503: _problem(
             "The provider is down or timed out, or a top-up under this Idempotency-Key is not "
