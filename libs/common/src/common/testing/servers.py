@@ -47,7 +47,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 30) -> None:
+def wait_for_port(host: str, port: int, timeout: float = 90) -> None:
+    """Wait for a server the tests started. Generous: on two busy cores a service's
+    interpreter can take half a minute to import its packages and bind."""
     deadline = time.monotonic() + timeout
     while not port_open(host, port):
         if time.monotonic() > deadline:
