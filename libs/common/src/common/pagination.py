@@ -9,11 +9,15 @@ import base64
 import binascii
 import hashlib
 import hmac
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
+from fastapi import Depends, Request
 
 from common.errors import InvalidInput
+
+T = TypeVar("T")
 
 _SIGNATURE_BYTES = 16
 
@@ -56,3 +60,21 @@ class CursorCodec:
         if not isinstance(position, dict):
             raise invalid
         return position
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing and the cursor of the next one (None at the end)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+async def _cursor_codec(request: Request) -> CursorCodec:
+    # Async on purpose: FastAPI runs a plain `def` dependency in a thread pool.
+    codec: CursorCodec = request.app.state.cursor_codec
+    return codec
+
+
+# The app's codec; a service that pages sets `app.state.cursor_codec` when it is created.
+CursorCodecDep = Annotated[CursorCodec, Depends(_cursor_codec)]

@@ -8,17 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from common.pagination import CursorCodec
 from invoice.config import InvoiceSettings
 from invoice.payments import PaymentClient
-
-
-async def _cursor_codec(request: Request) -> CursorCodec:
-    codec: CursorCodec = request.app.state.cursor_codec
-    return codec
-
-
-CursorCodecDep = Annotated[CursorCodec, Depends(_cursor_codec)]
 
 
 async def _settings(request: Request) -> InvoiceSettings:

@@ -10,8 +10,9 @@ from common.auth import CurrentUser
 from common.db import ReadSessionDep, SessionDep
 from common.health import HealthStatus, answers_with, database_answers
 from common.openapi import link
+from common.pagination import CursorCodecDep
 from invoice import service
-from invoice.dependencies import AccessToken, CursorCodecDep, PaymentClientDep, SettingsDep
+from invoice.dependencies import AccessToken, PaymentClientDep, SettingsDep
 from invoice.models import Client, Invoice, InvoiceStatus
 from invoice.payments import CardDetails, PaymentMade, mask_card_number
 from invoice.repository import InvoiceFilter, InvoiceRow

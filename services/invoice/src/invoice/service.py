@@ -4,7 +4,7 @@ import uuid
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,7 +12,7 @@ from common.errors import InvalidInput
 from common.events import new_event
 from common.logging import get_logger
 from common.outbox import add_event
-from common.pagination import CursorCodec
+from common.pagination import CursorCodec, Page
 from common.types import CENT
 from invoice import repository
 from invoice.events import (
@@ -53,15 +53,6 @@ class ListRequest:
     order_dir: str
     limit: int
     cursor: str | None
-
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_cursor: str | None
 
 
 def today_utc() -> date:

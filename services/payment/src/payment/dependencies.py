@@ -8,16 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from common.pagination import CursorCodec
 from payment.service import Charging
-
-
-async def _cursor_codec(request: Request) -> CursorCodec:
-    codec: CursorCodec = request.app.state.cursor_codec
-    return codec
-
-
-CursorCodecDep = Annotated[CursorCodec, Depends(_cursor_codec)]
 
 
 async def _charging(request: Request) -> Charging:

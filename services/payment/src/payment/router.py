@@ -17,8 +17,9 @@ from common.errors import ProblemError
 from common.idempotency import KEY_HEADER
 from common.logging import get_logger
 from common.openapi import link
+from common.pagination import CursorCodecDep
 from payment import service, wallet
-from payment.dependencies import ChargingDep, CursorCodecDep
+from payment.dependencies import ChargingDep
 from payment.exceptions import PaymentNotCompleted
 from payment.schemas import (
     BalanceRead,

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,7 +36,7 @@ from common.events import new_event
 from common.ids import uuid7
 from common.logging import get_logger
 from common.outbox import add_event, utcnow
-from common.pagination import CursorCodec
+from common.pagination import CursorCodec, Page
 from payment import repository, wallet
 from payment.config import PaymentSettings
 from payment.events import (
@@ -78,7 +78,6 @@ from payment.providers import (
 )
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -111,12 +110,6 @@ class PaymentResult:
 class Topup:
     payment: Payment
     entry: WalletEntry
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_cursor: str | None
 
 
 # --- paying an invoice ------------------------------------------------------------------------
