@@ -5,9 +5,11 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -118,9 +120,10 @@ async def test_a_rotated_key_is_fetched_when_a_token_names_it() -> None:
     old, new = TestIssuer().start(), None
     try:
         async with httpx.AsyncClient() as http:
-            cache = JwksCache(old.jwks_url, http, refresh_floor_seconds=0)
+            cache = JwksCache(old.jwks_url, http, refresh_floor_seconds=0.1)
             verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
             await verifier.verify(old.token())
+            await asyncio.sleep(0.15)  # past the floor
             # The issuer rotates: it now publishes a second key and signs with it.
             new = TestIssuer()
             old.public_jwks = {"keys": [*old.public_jwks["keys"], *new.public_jwks["keys"]]}
@@ -153,8 +156,7 @@ async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None
     issuer = TestIssuer().start()
     try:
         async with httpx.AsyncClient() as http:
-            # max_age 0: every verification asks whether the signing key is still published.
-            cache = JwksCache(issuer.jwks_url, http, max_age_seconds=0, refresh_floor_seconds=0)
+            cache = JwksCache(issuer.jwks_url, http, max_age_seconds=0.2, refresh_floor_seconds=0.2)
             verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
             token = issuer.token()
             await verifier.verify(token)
@@ -162,6 +164,12 @@ async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None
 
             # The key leaked: the issuer stops publishing it.
             issuer.public_jwks = TestIssuer().public_jwks
+            await asyncio.sleep(0.3)
+            # Past max_age the cached keys still answer while one fetch replaces them: a
+            # withdrawn key is honoured for at most max_age and one fetch.
+            await verifier.verify(token)
+            assert cache._background is not None
+            await cache._background
 
             with pytest.raises(Unauthorized):
                 await verifier.verify(token)
@@ -184,3 +192,121 @@ async def test_remembered_tokens_are_bounded_and_a_forgotten_one_is_verified_aga
                 assert (await verifier.verify(token)).id == user_id
 
         assert len(verifier._verified) == 2
+
+
+# --- fetching the key set -----------------------------------------------------------------------
+
+
+class CountingIssuer(TestIssuer):
+    """A TestIssuer whose JWKS endpoint counts its fetches and can be made slow or failing."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.delay_seconds = 0.0
+        self.failing = False
+        self._count_lock = threading.Lock()
+        super().__init__()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        issuer = self
+        serving = super()._handler()
+
+        class CountingHandler(serving):  # type: ignore[valid-type,misc]
+            def do_GET(self) -> None:
+                with issuer._count_lock:
+                    issuer.fetches += 1
+                time.sleep(issuer.delay_seconds)
+                if issuer.failing:
+                    self.send_error(503)
+                    return
+                super().do_GET()
+
+        return CountingHandler
+
+
+@pytest.fixture
+def counting_issuer() -> Iterator[CountingIssuer]:
+    issuer = CountingIssuer().start()
+    try:
+        yield issuer
+    finally:
+        issuer.stop()
+
+
+def _token_with_kid(kid: str) -> str:
+    """A token naming a key id nobody publishes; refused before its signature is looked at."""
+    header = _b64(json.dumps({"alg": "RS256", "kid": kid}).encode())
+    claims = _b64(json.dumps({"sub": str(uuid.uuid4())}).encode())
+    return f"{header}.{claims}.{_b64(b'not a signature')}"
+
+
+async def test_a_burst_of_unknown_kids_costs_one_fetch(counting_issuer: CountingIssuer) -> None:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1000)) as http:
+        verifier = TokenVerifier(
+            JwksCache(counting_issuer.jwks_url, http, refresh_floor_seconds=5), ISSUER, AUDIENCE
+        )
+        tokens = [_token_with_kid(uuid.uuid4().hex) for _ in range(500)]
+
+        results = await asyncio.gather(
+            *(verifier.verify(token) for token in tokens), return_exceptions=True
+        )
+
+    assert all(isinstance(result, Unauthorized) for result in results)
+    assert counting_issuer.fetches == 1
+
+
+async def test_keys_past_max_age_answer_at_once_while_one_fetch_runs(
+    counting_issuer: CountingIssuer,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        cache = JwksCache(
+            counting_issuer.jwks_url, http, max_age_seconds=0.2, refresh_floor_seconds=0.2
+        )
+        verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
+        tokens = [counting_issuer.token() for _ in range(20)]
+        await verifier.verify(tokens[0])
+        await asyncio.sleep(0.3)
+        counting_issuer.delay_seconds = 2
+
+        started = time.monotonic()
+        users = await asyncio.gather(*(verifier.verify(token) for token in tokens))
+        answered_in = time.monotonic() - started
+
+        assert len(users) == 20
+        assert answered_in < 1, "nobody waited for the slow fetch"
+        assert cache._background is not None
+        await cache._background
+    assert counting_issuer.fetches == 2
+
+
+async def test_a_failed_fetch_keeps_the_keys_and_nobody_waits_for_it(
+    counting_issuer: CountingIssuer,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        cache = JwksCache(
+            counting_issuer.jwks_url, http, max_age_seconds=0.2, refresh_floor_seconds=0.2
+        )
+        verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
+        user_id = uuid.uuid4()
+        await verifier.verify(counting_issuer.token(user_id))
+        await asyncio.sleep(0.3)
+        # The user service is down: its answer is slow and an error.
+        counting_issuer.delay_seconds, counting_issuer.failing = 1, True
+
+        started = time.monotonic()
+        during = await verifier.verify(counting_issuer.token(user_id))
+        assert time.monotonic() - started < 0.8
+        assert cache._background is not None
+        await cache._background
+        after = await verifier.verify(counting_issuer.token(user_id))
+
+    assert during.id == after.id == user_id
+    assert counting_issuer.fetches == 2
+
+
+def test_a_refresh_floor_of_zero_is_refused() -> None:
+    http = httpx.AsyncClient()
+    with pytest.raises(ValueError, match="floor"):
+        JwksCache("http://issuer.test/jwks", http, refresh_floor_seconds=0)

@@ -36,7 +36,7 @@ async def verifier(app: FastAPI, settings: UserSettings) -> AsyncIterator[TokenV
     """libs/common's verifier, as another service runs it, reading this service's JWKS."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
         yield TokenVerifier(
-            JwksCache(f"{BASE_URL}/.well-known/jwks.json", http, refresh_floor_seconds=0),
+            JwksCache(f"{BASE_URL}/.well-known/jwks.json", http),
             issuer=settings.auth_issuer,
             audience=settings.auth_audience,
         )

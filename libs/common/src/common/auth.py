@@ -45,7 +45,14 @@ class _VerifiedToken:
 
 
 class JwksCache:
-    """The signing keys, refreshed on an unknown key id but no more often than the floor."""
+    """The signing keys, refreshed on an unknown key id but no more often than the floor.
+
+    Fetches run one at a time and each re-checks, once it holds the lock, whether another
+    fetch has just finished (single flight): a burst of tokens naming unknown key ids costs at
+    most one fetch per floor interval, whatever their number. Keys older than `max_age` are
+    still served while one background fetch replaces them (stale while revalidate), so no
+    request waits on the user service, and a failed fetch keeps the keys already held.
+    """
 
     def __init__(
         self,
@@ -54,6 +61,11 @@ class JwksCache:
         max_age_seconds: float = 600,
         refresh_floor_seconds: float = 5,
     ) -> None:
+        if refresh_floor_seconds <= 0:
+            # Without a floor every forged kid is a fetch: the issuer can be flooded through us.
+            raise ValueError("refresh_floor_seconds must be positive")
+        if max_age_seconds < refresh_floor_seconds:
+            raise ValueError("max_age_seconds must be at least refresh_floor_seconds")
         self.jwks_url = jwks_url
         self.http = http
         self.max_age_seconds = max_age_seconds
@@ -61,16 +73,21 @@ class JwksCache:
         self._keys = KeySet([])
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
 
     async def key_for(self, kid: str) -> Any:
         """The public key with this id, or None when the issuer does not publish it."""
-        if time.monotonic() - self._fetched_at > self.max_age_seconds:
-            await self._refresh()
+        never_fetched = self._fetched_at == float("-inf")
+        if not never_fetched and self._age() > self.max_age_seconds:
+            self._refresh_in_background()
         key = self._find(kid)
-        if key is None and time.monotonic() - self._fetched_at > self.refresh_floor_seconds:
-            await self._refresh()
+        if key is None and self._age() > self.refresh_floor_seconds:
+            await self._refresh(older_than=self.refresh_floor_seconds)
             key = self._find(kid)
         return key
+
+    def _age(self) -> float:
+        return time.monotonic() - self._fetched_at
 
     def _find(self, kid: str) -> Any:
         for key in self._keys.keys:
@@ -78,8 +95,15 @@ class JwksCache:
                 return key
         return None
 
-    async def _refresh(self) -> None:
+    def _refresh_in_background(self) -> None:
+        if self._background is None or self._background.done():
+            self._background = asyncio.create_task(self._refresh(older_than=self.max_age_seconds))
+
+    async def _refresh(self, *, older_than: float) -> None:
         async with self._lock:
+            if self._age() <= older_than:
+                # Another request fetched while this one waited for the lock.
+                return
             try:
                 response = await self.http.get(self.jwks_url, timeout=5)
                 response.raise_for_status()
@@ -87,6 +111,7 @@ class JwksCache:
             except (httpx.HTTPError, ValueError, JoseError) as exc:
                 # Keep the keys we had: a short outage of the user service logs nobody out.
                 log.warning("jwks_fetch_failed", error_type=type(exc).__name__)
+            # Also after a failure: the floor bounds the fetches an outage attracts.
             self._fetched_at = time.monotonic()
 
 

@@ -57,9 +57,10 @@ def create_app(settings: UserSettings | None = None) -> FastAPI:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport) as own:
                 app.state.token_verifier = TokenVerifier(
-                    # An unknown kid always reads the keys again: the read is in-process and
-                    # cheap, and this service must accept a key the moment it signs.
-                    JwksCache(SELF_JWKS_URL, own, refresh_floor_seconds=0),
+                    # The read is in-process and cheap, so an unknown kid may read the keys
+                    # again after a second; never sooner, or forged kids become a flood of
+                    # database reads.
+                    JwksCache(SELF_JWKS_URL, own, refresh_floor_seconds=1),
                     issuer=settings.auth_issuer,
                     audience=settings.auth_audience,
                 )
