@@ -307,3 +307,61 @@ async def test_no_secret_reaches_a_log_line_or_an_event(
 async def _login_states(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     async with sessionmaker() as session:
         return await session.scalar(select(func.count()).select_from(LoginState)) or 0
+
+
+# --- edge cases of the callback ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query_state", "cookie_state"),
+    [
+        ("\u00e9tat", "etat"),
+        ("etat", "\u00e9tat"),
+        ("\u00e9tat", "\u00e9tat"),
+        ("\u2603" * 40, "\u2603" * 40),
+    ],
+    ids=["query", "cookie", "both", "both-long"],
+)
+async def test_a_non_ascii_state_is_the_sign_in_problem_not_a_crash(
+    browser: httpx.AsyncClient, query_state: str, cookie_state: str
+) -> None:
+    response = await browser.get(
+        "/api/auth/mock/callback",
+        params={"code": "x", "state": query_state},
+        headers={"cookie": f"ledgerline_login={cookie_state}".encode()},
+    )
+
+    body = assert_problem(response, 400)
+    assert body["errors"][0]["field"] == "state"
+
+
+@pytest.mark.parametrize("redirect_uri", [None, f"{APP_ORIGIN}/signed-in"])
+async def test_a_failed_callback_leaves_no_state_to_replay(
+    browser: httpx.AsyncClient,
+    subject: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redirect_uri: str | None,
+) -> None:
+    params = {"redirect_uri": redirect_uri} if redirect_uri else {}
+    callback_url = await consent(browser, await start_login(browser, **params), subject)
+    parts = urlsplit(callback_url)
+    state = parse_qs(parts.query)["state"][0]
+    forged = parts._replace(query=f"code=forged-{uuid.uuid4().hex}&state={state}").geturl()
+
+    failed = await browser.get(forged)
+    # The same state again, now with the provider's genuine code, as an attacker who saw
+    # the failed callback would send it.
+    browser.cookies.set("ledgerline_login", state, domain="user.test", path="/api/auth")
+    replayed = await browser.get(callback_url)
+
+    if redirect_uri is None:
+        assert_problem(failed, 401)
+    else:
+        assert failed.status_code == 302
+        assert failed.headers["location"].endswith("error=access_denied")
+    assert_problem(replayed, 400)
+    async with sessionmaker() as session:
+        left = await session.scalar(
+            select(func.count()).where(LoginState.state_hash == sha256_hex(state))
+        )
+    assert left == 0

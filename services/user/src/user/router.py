@@ -149,6 +149,10 @@ async def callback(
     """Finish a sign-in: exchange the code, validate the id_token, issue platform tokens."""
     oidc = providers.get(provider)
     login = await service.take_login(session, oidc, state, request.cookies.get(LOGIN_COOKIE))
+    # The state is spent in its own transaction, before the provider is asked anything: a
+    # failure further on rolls back the request's work but never brings the state back,
+    # so no state can be replayed, in either mode.
+    await session.commit()
     try:
         signed_in = await service.finish_login(
             session, settings, box, oidc, login, code=code, provider_error=error
@@ -156,8 +160,7 @@ async def callback(
     except ProblemError as exc:
         if login.redirect_uri is None:
             raise
-        # A browser goes back to the app, which shows the failure; the spent state is kept
-        # spent (this response commits).
+        # A browser goes back to the app, which shows the failure.
         reason = getattr(exc, "error_code", "sign_in_failed")
         failed = RedirectResponse(_with_query(login.redirect_uri, error=reason), status_code=302)
         failed.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)

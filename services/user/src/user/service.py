@@ -143,15 +143,23 @@ async def start_login(
     return LoginStarted(url, state)
 
 
+def _raw(value: str) -> bytes:
+    # surrogatepass: a decoded header or query may hold any code point; none may raise here.
+    return value.encode("utf-8", "surrogatepass")
+
+
 async def take_login(
     session: AsyncSession, provider: OidcProvider, state: str | None, browser_state: str | None
 ) -> LoginState:
-    """The sign-in this callback finishes, removed so it cannot be finished twice.
+    """The sign-in this callback finishes, removed so it cannot be finished twice (the
+    caller commits the removal before going on).
 
     The state must also match the cookie set when this browser started the sign-in, so a
     callback link made for another browser cannot sign this one in.
     """
-    if not state or not browser_state or not hmac.compare_digest(state, browser_state):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (TypeError, a
+    # 500), and either value is whatever a client chose to send.
+    if not state or not browser_state or not hmac.compare_digest(_raw(state), _raw(browser_state)):
         raise LoginStateInvalid()
     login = await repository.take_login_state(session, sha256_hex(state))
     if login is None or login.provider != provider.name or login.expires_at <= utcnow():
