@@ -15,7 +15,9 @@ from common.logging import get_logger
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A request id from the gateway is kept only if it looks like one; anything else is replaced.
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
+# Matched in full (fullmatch): "$" also matches before a final newline, so "abc\n" passed
+# and its newline reached the logs and the reply's headers.
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._\-]{1,128}")
 log = get_logger("http")
 
 
@@ -30,7 +32,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
-        request_id = incoming.decode() if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = (
+            incoming.decode() if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        )
         started = time.perf_counter()
         status = 500
 
