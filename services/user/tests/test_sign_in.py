@@ -134,6 +134,11 @@ async def test_the_providers_are_listed_for_the_login_page(browser: httpx.AsyncC
         "javascript:alert(1)",
         "//evil.example",
         "http://user@app.test/",
+        "http://user:pass@app.test/signed-in",
+        "http://@app.test/",
+        "http://app.test/signed-in#access_token",
+        "http://app.test:8080/signed-in",
+        "http://app.test\\@evil.example/",
         "not a url",
     ],
 )

@@ -61,8 +61,10 @@ class UserSettings(BaseServiceSettings):
     key_rotation_check_seconds: float = 3600
     cleanup_seconds: float = 300
 
-    # Where the login endpoint may send a browser back to. An entry with a port allows that
-    # origin exactly; an entry without one allows any port on that scheme and host.
+    # Where the login endpoint may send a browser back to: scheme, host, port and a path
+    # prefix ("https://app.example.com/auth" allows /auth and below, nothing else). An entry
+    # without a port means the scheme's default port; only on a loopback host (127.0.0.1,
+    # ::1, localhost) does it allow any port, for native apps (RFC 8252 section 7.3).
     redirect_origins: list[str] = ["http://127.0.0.1", "http://localhost"]
     # Secure cookies are not stored over plain http, so they are on only where TLS is.
     cookie_secure: bool | None = None
@@ -73,6 +75,18 @@ class UserSettings(BaseServiceSettings):
         if self.signing_key_rotation_seconds <= self.access_token_seconds:
             # The previous key must outlive every token it signed, or rotation logs people out.
             raise ValueError("signing_key_rotation_seconds must exceed access_token_seconds")
+        for entry in self.redirect_origins:
+            parts = urlsplit(entry)
+            port = parts.port  # a port that is no number raises ValueError here, not later
+            if (
+                port == 0
+                or parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or "@" in parts.netloc
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(f"redirect_origins: {entry!r} is not scheme://host[:port][/path]")
         if self.environment == "production":
             for name, provider in self.oidc_providers.items():
                 if DEVELOPMENT_PLACEHOLDER in provider.client_secret.get_secret_value():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import RSAKey
@@ -92,22 +92,63 @@ def _publish(session: AsyncSession, event_type: str, user_id: uuid.UUID, data: B
 # --- sign-in ----------------------------------------------------------------------------------
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Characters a browser reads differently from urlsplit (a backslash is a slash to it) or that
+# have no business in a redirect: refused outright rather than interpreted.
+_UNSAFE_IN_REDIRECT = frozenset('\\"<>`{}|^ ') | {chr(c) for c in range(0x21)} | {chr(0x7F)}
+
+
 def check_redirect_allowed(settings: UserSettings, redirect_uri: str) -> None:
-    """Refuse to send a browser (and its new session) anywhere but the configured origins."""
+    """Refuse to send a browser (and its new session) anywhere but the configured places.
+
+    An entry of `redirect_origins` allows its scheme, host and port exactly, and paths under
+    its path. An entry without a port means the scheme's default port, except on a loopback
+    host, where a native app listens on whatever port it got (RFC 8252 section 7.3).
+    User-info (`user:pass@`) and fragments are refused everywhere.
+    """
+    if any(char in _UNSAFE_IN_REDIRECT for char in redirect_uri) or not redirect_uri.isascii():
+        raise RedirectNotAllowed()
     try:
         target = urlsplit(redirect_uri)
-        target_port = target.port
+        target_port = target.port or DEFAULT_PORTS.get(target.scheme)
     except ValueError:
         raise RedirectNotAllowed() from None
-    if target.scheme not in ("http", "https") or not target.hostname or target.username:
+    if (
+        target.scheme not in DEFAULT_PORTS
+        or not target.hostname
+        or "@" in target.netloc
+        or "#" in redirect_uri
+        or _has_dot_segment(target.path)
+    ):
         raise RedirectNotAllowed()
-    for origin in settings.redirect_origins:
-        allowed = urlsplit(origin)
+    for entry in settings.redirect_origins:
+        allowed = urlsplit(entry)
         if allowed.scheme != target.scheme or allowed.hostname != target.hostname:
             continue
-        if allowed.port is None or allowed.port == target_port:
+        if allowed.port is not None:
+            port_allowed = allowed.port == target_port
+        elif allowed.hostname in LOOPBACK_HOSTS:
+            port_allowed = True
+        else:
+            port_allowed = target_port == DEFAULT_PORTS[target.scheme]
+        if port_allowed and _under(target.path, allowed.path):
             return
     raise RedirectNotAllowed()
+
+
+def _has_dot_segment(path: str) -> bool:
+    # A browser resolves "." and ".." (also percent-encoded) before it requests the path, so
+    # "/app/../elsewhere" would leave the allowed prefix.
+    return any(unquote(segment) in (".", "..") for segment in path.split("/"))
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Whether `path` is `prefix` or below it, counted in whole segments."""
+    prefix = prefix.rstrip("/")
+    if not prefix:
+        return True
+    return path == prefix or path.startswith(prefix + "/")
 
 
 async def start_login(
