@@ -1,22 +1,26 @@
 """The outbox relay and the inbox consumer on a real schema and a real broker: events leave
-only after their transaction commits, survive a broker outage, and are handled once."""
+only after their transaction commits, survive a broker outage, and are handled once; an idle
+relay is woken by a commit, shares the outbox with a second relay, and a consumer handles a
+fetch in one transaction."""
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel
-from sqlalchemy import String, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import String, delete, func, select, text
+from sqlalchemy.event import listen, remove
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import create_engine, create_sessionmaker, service_metadata
 from common.events import CloudEvent, new_event
 from common.inbox import EventConsumer, InboxMessageMixin
 from common.kafka import create_producer, ensure_topics
-from common.outbox import OutboxMessageMixin, OutboxRelay, add_event
+from common.outbox import LOCK_NAME, OutboxMessageMixin, OutboxRelay, add_event
 from common.testing.plugin import next_event, temporary_database
 from common.testing.servers import MysqlServer, free_port, start_tansu
 
@@ -51,7 +55,7 @@ async def sessionmaker(
     mysql_server: MysqlServer,
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     async with temporary_database(mysql_server, "common_test") as url:
-        engine = create_engine(url, pool_size=2)
+        engine = create_engine(url, pool_size=4)
         async with engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
         yield create_sessionmaker(engine)
@@ -208,13 +212,192 @@ async def _wait_for_notes(
     for _ in range(100):
         async with sessionmaker() as session:
             notes = list(
-                await session.scalars(select(Note.text).where(Note.text.startswith(group)))
+                await session.scalars(
+                    select(Note.text).where(Note.text.startswith(group)).order_by(Note.id)
+                )
             )
         if len(notes) >= count:
             await asyncio.sleep(0.5)  # a duplicate, if handled twice, would show up by now
             async with sessionmaker() as session:
                 return list(
-                    await session.scalars(select(Note.text).where(Note.text.startswith(group)))
+                    await session.scalars(
+                        select(Note.text).where(Note.text.startswith(group)).order_by(Note.id)
+                    )
                 )
         await asyncio.sleep(0.1)
     raise AssertionError(f"{group}: expected {count} notes")
+
+
+# --- the relay's wake-up and a second relay ----------------------------------------------------
+
+
+def owner_event(owner: uuid.UUID, text_: str) -> CloudEvent:
+    return new_event("/tests", "note.written", owner, NoteWritten(text=text_))
+
+
+def url_of(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+    engine: AsyncEngine = sessionmaker.kw["bind"]
+    return engine.url.render_as_string(hide_password=False)
+
+
+async def clear_outbox(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Leftovers of an earlier test would come first in the relay's batches."""
+    async with sessionmaker() as session, session.begin():
+        await session.execute(delete(OutboxMessage))
+
+
+async def doorbell_holder(sessionmaker: async_sessionmaker[AsyncSession]) -> int | None:
+    async with sessionmaker() as session:
+        holder = await session.scalar(
+            text(f"SELECT IS_USED_LOCK({LOCK_NAME})"), {"table": OutboxMessage.__tablename__}
+        )
+    return None if holder is None else int(holder)
+
+
+async def until_relay_waits(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Until a relay holds the doorbell's lock: it has published what there was and waits."""
+    for _ in range(400):
+        if await doorbell_holder(sessionmaker) is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no relay ever waited on the doorbell")
+
+
+async def read_all(consumer: AIOKafkaConsumer, ids: set[str]) -> list[CloudEvent]:
+    """Every event on the topic until all of `ids` came, and whatever else follows them."""
+    received: list[CloudEvent] = []
+    seen: set[str] = set()
+    async with asyncio.timeout(60):
+        while not ids <= seen:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    event = CloudEvent.model_validate_json(record.value)
+                    received.append(event)
+                    seen.add(event.id)
+    # Anything sent after the last expected event (a duplicate) is on the topic by now.
+    for records in (await consumer.getmany(timeout_ms=2000)).values():
+        received += [CloudEvent.model_validate_json(r.value) for r in records]
+    return received
+
+
+async def test_a_commit_elsewhere_wakes_an_idle_relay_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession], kafka_bootstrap: str
+) -> None:
+    topic = topic_name()
+    event = note_event("woken")
+    # Were it not woken, this relay would look at the outbox again in ten minutes.
+    relay = OutboxRelay(sessionmaker, OutboxMessage, kafka_bootstrap, idle_seconds=600)
+    consumer = await start_consumer(kafka_bootstrap, topic)
+    elsewhere = create_engine(url_of(sessionmaker), pool_size=1)  # as another process would
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await until_relay_waits(sessionmaker)
+        async with create_sessionmaker(elsewhere)() as session, session.begin():
+            add_event(session, OutboxMessage, topic, event)
+        received = await next_event(consumer, lambda e: e.id == event.id)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)  # a stop ends the ten minutes' wait too
+        await consumer.stop()
+        await elsewhere.dispose()
+
+    assert received == event
+    assert await outbox_size(sessionmaker) == 0
+
+
+async def test_two_relays_publish_each_event_once_in_order(
+    sessionmaker: async_sessionmaker[AsyncSession], kafka_bootstrap: str
+) -> None:
+    await clear_outbox(sessionmaker)
+    topic = topic_name()
+    owners = [uuid.uuid4() for _ in range(6)]
+    events = [owner_event(owners[n % len(owners)], f"{n}") for n in range(300)]
+    consumer = await start_consumer(kafka_bootstrap, topic)
+    # Two workers of one service: each its own connections.
+    engines = [create_engine(url_of(sessionmaker), pool_size=2) for _ in range(2)]
+    relays = [
+        OutboxRelay(
+            create_sessionmaker(engine),
+            OutboxMessage,
+            kafka_bootstrap,
+            batch_size=20,
+            idle_seconds=0.05,
+        )
+        for engine in engines
+    ]
+    stop = asyncio.Event()
+    running = [asyncio.create_task(relay.run(stop)) for relay in relays]
+    try:
+        for start in range(0, len(events), 25):  # staged while both relays run
+            async with sessionmaker() as session, session.begin():
+                for event in events[start : start + 25]:
+                    add_event(session, OutboxMessage, topic, event)
+        received = await read_all(consumer, {e.id for e in events})
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*running), 30)
+        await consumer.stop()
+        for engine in engines:
+            await engine.dispose()
+
+    assert sorted(e.id for e in received) == sorted(e.id for e in events)
+    for owner in owners:
+        assert [e.id for e in received if e.subject == str(owner)] == [
+            e.id for e in events if e.subject == str(owner)
+        ]
+    assert await outbox_size(sessionmaker) == 0
+
+
+# --- the inbox: one transaction per fetch ------------------------------------------------------
+
+
+async def test_the_events_of_one_fetch_share_one_transaction_and_keep_their_order(
+    sessionmaker: async_sessionmaker[AsyncSession], kafka_bootstrap: str
+) -> None:
+    topic = topic_name()
+    group = f"notes-{uuid.uuid4().hex[:6]}"
+    owner = uuid.uuid4()
+    events = [owner_event(owner, f"{n:02d}") for n in range(20)]
+
+    async def write_note(session: AsyncSession, event: CloudEvent) -> None:
+        session.add(Note(text=f"{group}:{NoteWritten.model_validate(event.data).text}"))
+
+    consumer = EventConsumer(
+        name=group,
+        topics=[topic],
+        handlers={"note.written": write_note},
+        sessionmaker=sessionmaker,
+        inbox_model=InboxMessage,
+        bootstrap_servers=kafka_bootstrap,
+    )
+    await ensure_topics(kafka_bootstrap, [topic, consumer.dead_letter_topic])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for event in [*events, events[3]]:  # on the topic before the consumer starts: one fetch
+            await producer.send_and_wait(
+                topic, event.model_dump_json().encode(), key=event.subject.encode()
+            )
+    finally:
+        await producer.stop()
+    commits = 0
+
+    def count_commit(_connection: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    engine: AsyncEngine = sessionmaker.kw["bind"]
+    listen(engine.sync_engine, "commit", count_commit)
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        notes = await _wait_for_notes(sessionmaker, group, len(events))
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+        remove(engine.sync_engine, "commit", count_commit)
+
+    assert notes == [f"{group}:{n:02d}" for n in range(20)]  # once each, in order
+    assert 1 <= commits < len(events)

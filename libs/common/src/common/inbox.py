@@ -1,9 +1,10 @@
 """The consumer side: an inbox row per handled event, so a redelivered event changes nothing.
 
 The inbox row and the handler's effects commit in one transaction, and the offset is committed
-only after it. A failing handler is retried with backoff; after the last attempt the message
-goes to the consumer group's dead-letter topic. A database or broker outage is not a failure
-of the message: the consumer waits and tries the same message again, for as long as it takes.
+only after it; the events of one fetch share that transaction while all of them succeed. A
+failing handler is retried with backoff; after the last attempt the message goes to the
+consumer group's dead-letter topic. A database or broker outage is not a failure of the
+message: the consumer waits and tries the same message again, for as long as it takes.
 """
 
 import asyncio
@@ -12,16 +13,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from sqlalchemy import DateTime, String, select
+from sqlalchemy import DateTime, String, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.events import CloudEvent
-from common.kafka import create_producer, ensure_topics
+from common.kafka import (
+    DEFAULT_FETCH_MAX_WAIT_MS,
+    create_consumer,
+    create_producer,
+    ensure_topics,
+)
 from common.logging import get_logger
 from common.outbox import utcnow
 from common.runtime import sleep_unless
@@ -59,7 +65,15 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 class EventConsumer:
-    """Runs one consumer group over some topics, dispatching by event type."""
+    """Runs one consumer group over some topics, dispatching by event type.
+
+    The records of one fetch are handled in one transaction and their offsets committed once
+    after it: one commit and one offset commit per fetch rather than per event. When any of
+    them fails, the transaction is rolled back and the fetch is handled again one event per
+    transaction, in order, with the retries, dead-lettering and outage waits of each. So a
+    handler may run twice for one event, as it may after any redelivery: what it does outside
+    the transaction must bear that.
+    """
 
     def __init__(
         self,
@@ -72,6 +86,8 @@ class EventConsumer:
         bootstrap_servers: str,
         max_attempts: int = 5,
         retry_base_seconds: float = 0.5,
+        fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+        max_batch: int = 500,
     ) -> None:
         self.name = name
         self.topics = topics
@@ -81,18 +97,16 @@ class EventConsumer:
         self.bootstrap_servers = bootstrap_servers
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.max_batch = max_batch
         self.dead_letter_topic = f"{name}.dlt"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until stop is set, reconnecting after broker outages."""
         delay = 0.5
         while not stop.is_set():
-            consumer = AIOKafkaConsumer(
-                *self.topics,
-                bootstrap_servers=self.bootstrap_servers,
-                group_id=self.name,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
+            consumer = create_consumer(
+                self.bootstrap_servers, self.topics, self.name, self.fetch_max_wait_ms
             )
             producer = create_producer(self.bootstrap_servers)
             try:
@@ -101,13 +115,15 @@ class EventConsumer:
                 await producer.start()
                 delay = 0.5
                 while not stop.is_set():
-                    batches = await consumer.getmany(timeout_ms=500, max_records=100)
-                    for partition, records in batches.items():
-                        for record in records:
-                            await self._process(record, producer, stop)
-                            if stop.is_set():
-                                break
-                            await consumer.commit({partition: record.offset + 1})
+                    fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+                    records = [record for batch in fetched.values() for record in batch]
+                    if not records:
+                        continue
+                    handled = await self._process_all(records, producer, stop)
+                    if handled:
+                        await consumer.commit(
+                            {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+                        )
             except (KafkaError, OSError) as exc:
                 log.warning(
                     "consumer_waiting",
@@ -120,6 +136,65 @@ class EventConsumer:
             finally:
                 await consumer.stop()
                 await producer.stop()
+
+    async def _process_all(
+        self, records: list[ConsumerRecord], producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> bool:
+        """Handle one fetch; False when stopped before the end (offsets stay uncommitted)."""
+        if await self._handle_together(records):
+            return True
+        for record in records:
+            await self._process(record, producer, stop)
+            if stop.is_set():
+                return False
+        return True
+
+    async def _handle_together(self, records: list[ConsumerRecord]) -> bool:
+        """Handle every record in one transaction; False, with nothing kept, when one of them
+        cannot be (undecodable, a handler failed, the database is down)."""
+        events: list[tuple[CloudEvent, Handler]] = []
+        for record in records:
+            try:
+                event = CloudEvent.model_validate_json(record.value)
+            except (ValidationError, ValueError, TypeError):
+                return False
+            handler = self.handlers.get(event.type)
+            if handler is not None:
+                events.append((event, handler))
+        if not events:
+            return True
+        inbox = self.inbox_model
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                ids = {event.id for event, _ in events}
+                seen = set(
+                    await session.scalars(
+                        select(inbox.event_id).where(
+                            inbox.consumer == self.name, inbox.event_id.in_(ids)
+                        )
+                    )
+                )
+                fresh = []
+                for event, handler in events:
+                    if event.id not in seen:
+                        seen.add(event.id)  # a redelivery within the same fetch, too
+                        fresh.append((event, handler))
+                if not fresh:
+                    return True
+                # One multi-row INSERT: tracked ORM objects would cost more than the handlers.
+                await session.execute(
+                    insert(inbox),
+                    [{"consumer": self.name, "event_id": event.id} for event, _ in fresh],
+                )
+                for event, handler in fresh:
+                    with structlog.contextvars.bound_contextvars(
+                        event_id=event.id, event_type=event.type
+                    ):
+                        await handler(session, event)
+        except Exception as exc:
+            log.debug("consumer_batch_failed", consumer=self.name, error_type=type(exc).__name__)
+            return False
+        return True
 
     async def _process(
         self, record: ConsumerRecord, producer: AIOKafkaProducer, stop: asyncio.Event

@@ -3,13 +3,19 @@
 import asyncio
 import contextlib
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from common.logging import get_logger
 
 DEFAULT_PARTITIONS = 3
+# How long the broker may hold a fetch that finds nothing new. Apache Kafka answers as soon as
+# a record arrives, whatever this is. The dev broker (tansu) answers at once only when records
+# are there as the fetch arrives; otherwise it sleeps through the wait (looking again halfway
+# when the wait is 250 ms or more), so a record waits up to this long for its consumer. Short,
+# then: each idle consumer pays one empty fetch per wait instead (docs/benchmarks.md).
+DEFAULT_FETCH_MAX_WAIT_MS = 20
 log = get_logger(__name__)
 
 
@@ -25,6 +31,23 @@ def create_producer(bootstrap_servers: str) -> AIOKafkaProducer:
         enable_idempotence=False,
         linger_ms=5,
         request_timeout_ms=15_000,
+    )
+
+
+def create_consumer(
+    bootstrap_servers: str,
+    topics: list[str],
+    group_id: str,
+    fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+) -> AIOKafkaConsumer:
+    """A consumer of a group that commits its offsets itself, after its own transaction."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 

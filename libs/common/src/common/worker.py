@@ -47,6 +47,7 @@ async def run_worker(
             sessionmaker=sessionmaker,
             inbox_model=inbox_model,
             bootstrap_servers=bootstrap_servers,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
         loops.append(consumer.run)
     for schedule in schedules:
