@@ -92,3 +92,10 @@ test: lint typecheck deploy-check docs-check pytest
 bench: setup wrk
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_listing.py
+	$(BIN)/python scripts/bench_events.py
+
+# The events benchmark alone (docs/benchmarks.md): relay and consumers on a dev broker of its own.
+.PHONY: bench-events
+bench-events: setup
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_events.py

@@ -674,7 +674,7 @@ def say(message: str) -> None:
 @dataclass
 class Results:
     light: list[tuple[Latencies, Latencies]] = field(default_factory=list)
-    loaded: list[tuple[Latencies, Latencies]] = field(default_factory=list)
+    loaded: dict[int, list[tuple[Latencies, Latencies]]] = field(default_factory=dict)
     throughput: list[Throughput] = field(default_factory=list)
     idle: list[dict[str, float]] = field(default_factory=list)
 
@@ -752,13 +752,14 @@ async def run(args: argparse.Namespace) -> str:
                     1,
                 )
             )
-            say(f"round {n}/{args.rounds}: {args.rate:,} events/s ...")
-            bench.prepare(round(args.rate * args.rate_seconds))
-            results.loaded.append(
-                await latency_round(
-                    bench, bench.commit_raw, args.rate, args.rate_seconds, args.writers
+            for rate in args.rates:
+                say(f"round {n}/{args.rounds}: {rate:,} events/s ...")
+                bench.prepare(round(rate * args.rate_seconds))
+                results.loaded.setdefault(rate, []).append(
+                    await latency_round(
+                        bench, bench.commit_raw, rate, args.rate_seconds, args.writers
+                    )
                 )
-            )
             say(f"round {n}/{args.rounds}: relay throughput ...")
             results.throughput.append(await throughput_round(bench, rows, bulk_engine))
             say(f"round {n}/{args.rounds}: idle ...")
@@ -781,7 +782,7 @@ async def run(args: argparse.Namespace) -> str:
 
 def summary_line(results: Results) -> str:
     floor, pipe = results.light[-1]
-    lf, lp = results.loaded[-1]
+    lf, lp = results.loaded[max(results.loaded)][-1]
     t = results.throughput[-1]
     idle = results.idle[-1]
     return (
@@ -799,7 +800,7 @@ def latency_table(pairs: list[tuple[Latencies, Latencies]]) -> str:
     lines = [
         "| round | floor p50 / p95 / max ms | pipeline p50 / p95 / max ms | p95 pipeline/floor "
         "| events/s floor / pipeline | missing | cores: source worker / sink worker / broker "
-        "/ MariaDB / others (pipeline) |",
+        "/ MariaDB / load generator / others; all (pipeline) |",
         "|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for n, (floor, pipe) in enumerate(pairs, 1):
@@ -809,7 +810,7 @@ def latency_table(pairs: list[tuple[Latencies, Latencies]]) -> str:
             f"| {pipe.p50:.1f} / {pipe.p95:.1f} / {pipe.max:.1f} | {pipe.p95 / floor.p95:.2f} "
             f"| {floor.rate:,.0f} / {pipe.rate:,.0f} | {floor.missing} / {pipe.missing} "
             f"| {c['source worker']:.2f} / {c['sink worker']:.2f} / {c['broker']:.2f} "
-            f"/ {c['mariadb']:.2f} / {c['others']:.2f} |"
+            f"/ {c['mariadb']:.2f} / {c['bench']:.2f} / {c['others']:.2f}; {sum(c.values()):.2f} |"
         )
     floors = [f.p95 for f, _ in pairs]
     pipes = [p.p95 for _, p in pairs]
@@ -859,6 +860,25 @@ def idle_table(rounds: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def loaded_tables(
+    args: argparse.Namespace, loaded: dict[int, list[tuple[Latencies, Latencies]]]
+) -> str:
+    return "\n\n".join(
+        f"Latency, one hop, {rate:,} events/s for {args.rate_seconds} s per round "
+        f"({args.writers} writers; one statement each, through the raw driver):\n\n"
+        + latency_table(pairs)
+        for rate, pairs in sorted(loaded.items(), reverse=True)
+    )
+
+
+def loaded_line(loaded: dict[int, list[tuple[Latencies, Latencies]]]) -> str:
+    return "; ".join(
+        f"at {rate:,}/s: {med([p.p95 for _, p in pairs]):.1f} ms"
+        f" (floor {med([f.p95 for f, _ in pairs]):.1f})"
+        for rate, pairs in sorted(loaded.items(), reverse=True)
+    )
+
+
 def code_version() -> str:
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -891,7 +911,6 @@ def render(args: argparse.Namespace, results: Results, elapsed: float, workdir: 
     tp = results.throughput
     idle = results.idle
     light_p95 = med([p.p95 for _, p in light])
-    loaded_p95 = med([p.p95 for _, p in loaded])
     relay_ratio = med([t.relay / t.floor for t in tp])
     idle_relay = 100 * med([c["source worker"] for c in idle])
     return f"""## Events benchmark
@@ -906,10 +925,7 @@ round):
 
 {latency_table(light)}
 
-Latency, one hop, {args.rate:,} events/s for {args.rate_seconds} s per round
-({args.writers} writers):
-
-{latency_table(loaded)}
+{loaded_tables(args, loaded)}
 
 Relay throughput, {args.staged:,} staged events of ~{PAYLOAD_BYTES} bytes:
 
@@ -919,8 +935,7 @@ Idle, {args.idle_seconds} s per round:
 
 {idle_table(idle)}
 
-- commit -> effect p95 at light load: {light_p95:.1f} ms (goal 50 ms); at {args.rate:,}/s:
-  {loaded_p95:.1f} ms.
+- commit -> effect p95 at light load: {light_p95:.1f} ms (goal 50 ms); {loaded_line(loaded)}.
 - relay / raw producer: {relay_ratio:.2f} (goal 0.5).
 - idle relay: {idle_relay:.2f}% of a core (goal 1%).
 """
@@ -933,7 +948,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--light-events", type=int, default=60, help="events per light round")
     parser.add_argument("--light-gap", type=float, default=0.3, help="seconds between them")
-    parser.add_argument("--rate", type=int, default=1000, help="events/s of the loaded rounds")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(r) for r in text.split(",")],
+        default=[1000, 500],
+        help="events/s of the loaded rounds, comma-separated (1000,500)",
+    )
     parser.add_argument("--rate-seconds", type=float, default=5)
     parser.add_argument("--writers", type=int, default=32, help="concurrent committers at rate")
     parser.add_argument("--staged", type=int, default=50_000, help="events for the relay")
