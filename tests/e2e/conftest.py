@@ -204,8 +204,16 @@ def suite(
         upstreams = {f"{name}_upstream": f"127.0.0.1:{port}" for name, port in api_ports.items()}
         gateway_process = start_gateway(
             # Paying has its own tight budget per client address; every test here comes from
-            # 127.0.0.1, so the suite's gateway allows it more than one user would need.
-            GatewayConfig(port=ports["gateway"], pay_rate="50r/s", pay_burst=100, **upstreams),
+            # 127.0.0.1, so the suite's gateway allows it more than one user would need. The
+            # fuzzer sends all its requests with one token: that budget is the address's too.
+            GatewayConfig(
+                port=ports["gateway"],
+                pay_rate="50r/s",
+                pay_burst=100,
+                user_rate="50r/s",
+                user_burst=100,
+                **upstreams,
+            ),
             logs / "gateway",
         )
         processes.children.append(gateway_process)

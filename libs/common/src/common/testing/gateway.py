@@ -1,7 +1,9 @@
 """The nginx gateway for local runs and tests: the deployment's template, rendered with local
 addresses and started as a foreground nginx owned by the caller."""
 
+import ipaddress
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -48,6 +50,16 @@ class GatewayConfig:
     auth_burst: int = 20
     pay_rate: str = "5r/s"
     pay_burst: int = 10
+    # Per access token, on top of the address's API budget.
+    user_rate: str = "20r/s"
+    user_burst: int = 40
+    # /.well-known/jwks.json and /health-check, per address.
+    public_rate: str = "10r/s"
+    public_burst: int = 20
+    # Peers whose X-Forwarded-For names the client (addresses or CIDR ranges); none by default.
+    trusted_proxies: tuple[str, ...] = ()
+    # Origins other than the gateway's own allowed to read answers (`scheme://host[:port]`).
+    cors_origins: tuple[str, ...] = ()
     static_root: Path = field(default_factory=lambda: GATEWAY_DIR / "static")
 
     def variables(self, run_dir: Path) -> dict[str, str]:
@@ -62,9 +74,33 @@ class GatewayConfig:
             "GATEWAY_AUTH_BURST": str(self.auth_burst),
             "GATEWAY_PAY_RATE": self.pay_rate,
             "GATEWAY_PAY_BURST": str(self.pay_burst),
+            "GATEWAY_USER_RATE": self.user_rate,
+            "GATEWAY_USER_BURST": str(self.user_burst),
+            "GATEWAY_PUBLIC_RATE": self.public_rate,
+            "GATEWAY_PUBLIC_BURST": str(self.public_burst),
+            "GATEWAY_REAL_IP_FROM": real_ip_from(self.trusted_proxies),
+            "GATEWAY_CORS_ORIGINS": cors_origin_entries(self.cors_origins),
             "GATEWAY_STATIC_ROOT": str(self.static_root),
             "GATEWAY_ACCESS_LOG": str(run_dir / "access.log"),
         }
+
+
+ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def real_ip_from(trusted_proxies: tuple[str, ...]) -> str:
+    """`set_real_ip_from` directives, one per trusted proxy; each must be an address or range."""
+    # ip_network refuses anything else, so nothing but an address reaches the configuration.
+    networks = [ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies]
+    return " ".join(f"set_real_ip_from {network};" for network in networks)
+
+
+def cors_origin_entries(origins: tuple[str, ...]) -> str:
+    """The CORS map's entries, one per allowed origin (lower case, no path, no `*`)."""
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin):
+            raise ValueError(f"not an origin (scheme://host[:port], lower case): {origin!r}")
+    return " ".join(f'"{origin}" 1;' for origin in origins)
 
 
 def nginx_binary() -> str:

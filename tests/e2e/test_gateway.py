@@ -1,0 +1,202 @@
+"""The gateway's own duties that need no service behind it: who the client is, CORS, and the
+per-token and public budgets. A real nginx from the deployment template, in front of a tiny
+upstream that answers every request with the headers it received."""
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.testing.gateway import GatewayConfig, start_gateway
+from common.testing.servers import free_port
+
+ALLOWED = "https://app.example.com"
+REFUSED = "https://evil.example.com"
+
+
+class Echo(BaseHTTPRequestHandler):
+    """Answers 200 with the request's headers as JSON; counts what reached it."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        Echo.seen.append(f"{self.command} {self.path}")
+        body = json.dumps({name.lower(): value for name, value in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_OPTIONS = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def run_gateway(config: GatewayConfig, run_dir: Path) -> Iterator[tuple[str, Path]]:
+    process = start_gateway(config, run_dir)
+    try:
+        yield f"http://127.0.0.1:{config.port}", run_dir
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def plain(echo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The defaults: no proxy trusted, no other origin allowed."""
+    config = GatewayConfig(
+        port=free_port(), user_upstream=echo, invoice_upstream=echo, payment_upstream=echo
+    )
+    yield from run_gateway(config, tmp_path_factory.mktemp("gateway-plain"))
+
+
+@pytest.fixture(scope="module")
+def behind_proxy(echo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """127.0.0.1 (the tests) trusted as a load balancer; one origin allowed; tight budgets."""
+    config = GatewayConfig(
+        port=free_port(),
+        user_upstream=echo,
+        invoice_upstream=echo,
+        payment_upstream=echo,
+        trusted_proxies=("127.0.0.1",),
+        cors_origins=(ALLOWED,),
+        api_rate="1000r/s",
+        api_burst=1000,
+        user_rate="1r/m",
+        user_burst=2,
+        public_rate="1r/m",
+        public_burst=2,
+    )
+    yield from run_gateway(config, tmp_path_factory.mktemp("gateway-proxied"))
+
+
+def logged_clients(run_dir: Path, request_id: str) -> list[str]:
+    entries = map(json.loads, (run_dir / "access.log").read_text().splitlines())
+    return [entry["client"] for entry in entries if entry["request_id"] == request_id]
+
+
+def bearer(claims: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer eyJhbGciOiJSUzI1NiJ9.{claims}.c2lnbmF0dXJl"}
+
+
+async def test_a_forwarded_for_from_an_untrusted_peer_changes_nothing(
+    plain: tuple[str, Path],
+) -> None:
+    url, run_dir = plain
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get(
+            "/api/invoices", headers={"X-Forwarded-For": "203.0.113.7", "X-Request-ID": "xff-1"}
+        )
+
+    assert response.status_code == 200
+    assert logged_clients(run_dir, "xff-1") == ["127.0.0.1"]
+    # The services get the gateway's address for the client, not what the client wrote.
+    assert response.json()["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_a_forwarded_for_from_a_trusted_proxy_names_the_client(
+    behind_proxy: tuple[str, Path],
+) -> None:
+    url, run_dir = behind_proxy
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get(
+            "/api/invoices",
+            # A client's own claim first, then what the load balancer saw: the last untrusted
+            # address is the client.
+            headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7", "X-Request-ID": "xff-2"},
+        )
+
+    assert response.status_code == 200
+    assert logged_clients(run_dir, "xff-2") == ["203.0.113.7"]
+    assert response.json()["x-forwarded-for"] == "203.0.113.7"
+
+
+async def test_an_allowed_origin_may_read_answers_and_a_refused_one_may_not(
+    behind_proxy: tuple[str, Path],
+) -> None:
+    url, _ = behind_proxy
+    async with httpx.AsyncClient(base_url=url) as client:
+        allowed = await client.get("/gateway/health", headers={"Origin": ALLOWED})
+        refused = await client.get("/gateway/health", headers={"Origin": REFUSED})
+
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    assert allowed.headers["vary"] == "Origin"
+    assert "access-control-allow-methods" not in allowed.headers
+    assert not [name for name in refused.headers if name.startswith("access-control-")]
+
+
+async def test_no_other_origin_is_allowed_by_default(plain: tuple[str, Path]) -> None:
+    url, _ = plain
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get("/gateway/health", headers={"Origin": ALLOWED})
+
+    assert not [name for name in response.headers if name.startswith("access-control-")]
+
+
+async def test_a_preflight_is_answered_by_the_gateway(behind_proxy: tuple[str, Path]) -> None:
+    url, _ = behind_proxy
+    Echo.seen.clear()
+    preflight = {"Access-Control-Request-Method": "POST"}
+    async with httpx.AsyncClient(base_url=url) as client:
+        allowed = await client.options("/api/invoices", headers={"Origin": ALLOWED, **preflight})
+        refused = await client.options("/api/invoices", headers={"Origin": REFUSED, **preflight})
+
+    assert allowed.status_code == 204
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert "Authorization" in allowed.headers["access-control-allow-headers"]
+    assert refused.status_code == 204
+    assert not [name for name in refused.headers if name.startswith("access-control-")]
+    assert Echo.seen == [], "no preflight reaches a service"
+
+
+async def test_each_token_has_its_own_budget_on_one_address(
+    behind_proxy: tuple[str, Path],
+) -> None:
+    url, _ = behind_proxy
+    async with httpx.AsyncClient(base_url=url) as client:
+        first = await asyncio.gather(
+            *(client.get("/api/invoices", headers=bearer("YWxpY2U")) for _ in range(6))
+        )
+        second = await client.get("/api/invoices", headers=bearer("Ym9i"))
+        anonymous = await client.get("/api/invoices")
+
+    statuses = sorted(response.status_code for response in first)
+    assert statuses == [200, 200, 200, 429, 429, 429], "a burst of 2 on top of the first"
+    assert second.status_code == 200, "another token from the same address is not held back"
+    assert anonymous.status_code == 200, "no token, no per-token count"
+
+
+async def test_the_keys_and_the_health_check_have_their_own_budget(
+    behind_proxy: tuple[str, Path],
+) -> None:
+    url, _ = behind_proxy
+    async with httpx.AsyncClient(base_url=url) as client:
+        public = await asyncio.gather(
+            *(client.get(path) for path in ["/.well-known/jwks.json", "/health-check"] * 4)
+        )
+        api = await client.get("/api/invoices", headers=bearer("Y2Fyb2w"))
+
+    statuses = sorted(response.status_code for response in public)
+    assert statuses == [200, 200, 200] + [429] * 5
+    assert api.status_code == 200, "a flood of them leaves the API its own budget"
