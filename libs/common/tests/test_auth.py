@@ -177,6 +177,38 @@ async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None
         issuer.stop()
 
 
+async def test_an_idle_cache_never_honours_a_withdrawn_key_again() -> None:
+    issuer = TestIssuer().start()
+    try:
+        async with httpx.AsyncClient() as http:
+            cache = JwksCache(
+                issuer.jwks_url,
+                http,
+                max_age_seconds=0.2,
+                refresh_floor_seconds=0.2,
+                stale_for_seconds=0.2,
+            )
+            verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
+            token = issuer.token()
+            await verifier.verify(token)
+
+            issuer.public_jwks = TestIssuer().public_jwks
+            # No request for longer than max_age + stale_for: the keys are too old to serve
+            # while a fetch runs, so the first request after the pause waits for it.
+            await asyncio.sleep(0.5)
+
+            with pytest.raises(Unauthorized):
+                await verifier.verify(token)
+    finally:
+        issuer.stop()
+
+
+def test_a_withdrawn_key_is_refused_within_seconds_by_default() -> None:
+    cache = JwksCache("http://127.0.0.1:9/jwks", httpx.AsyncClient())
+    # docs/security.md promises 20 s (plus one fetch of at most 5 s) to every service.
+    assert cache.max_age_seconds + cache.stale_for_seconds <= 20
+
+
 async def test_remembered_tokens_are_bounded_and_a_forgotten_one_is_verified_again(
     test_issuer: TestIssuer,
 ) -> None:

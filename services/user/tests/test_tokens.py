@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.auth import JwksCache, TokenVerifier
+from common.errors import Unauthorized
 from common.outbox import utcnow
 from user import service
 from user.config import UserSettings
@@ -479,6 +480,53 @@ async def test_keys_older_than_the_previous_one_go_once_their_tokens_have_expire
     published = await _jwks_kids(browser)
     assert len(published) == 3, "next, current and previous"
     assert published[1] == signing
+
+
+async def test_a_withdrawn_key_leaves_the_jwks_and_its_remembered_tokens_are_refused(
+    browser: httpx.AsyncClient, app: FastAPI, settings: UserSettings
+) -> None:
+    tokens = await sign_in(browser, f"withdraw-{uuid.uuid4().hex[:6]}")
+    kid = _segments(tokens["access_token"])[0]["kid"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        # Another service's verifier, its bounds shrunk from seconds to fractions of one.
+        cache = JwksCache(
+            f"{BASE_URL}/.well-known/jwks.json",
+            http,
+            max_age_seconds=0.2,
+            refresh_floor_seconds=0.2,
+            stale_for_seconds=0.2,
+        )
+        verifier = TokenVerifier(cache, settings.auth_issuer, settings.auth_audience)
+        await verifier.verify(tokens["access_token"])
+
+        async with app.state.sessionmaker() as session, session.begin():
+            signing = await service.withdraw_signing_key(
+                session, settings, app.state.secret_box, kid
+            )
+        await asyncio.sleep(0.5)
+
+        assert kid not in await _jwks_kids(browser)
+        with pytest.raises(Unauthorized):
+            await verifier.verify(tokens["access_token"])
+        # Signing goes on with a fresh key, which the same verifier fetches and accepts.
+        after = (await _refresh(browser, tokens["refresh_token"])).json()
+        assert _segments(after["access_token"])[0]["kid"] == signing != kid
+        assert str((await verifier.verify(after["access_token"])).id) == tokens["user_id"]
+
+
+async def test_withdrawing_an_unknown_key_changes_nothing(
+    app: FastAPI, settings: UserSettings, browser: httpx.AsyncClient
+) -> None:
+    await sign_in(browser, f"withdraw-{uuid.uuid4().hex[:6]}")
+    published = await _jwks_kids(browser)
+
+    with pytest.raises(service.SigningKeyNotFound):
+        async with app.state.sessionmaker() as session, session.begin():
+            await service.withdraw_signing_key(
+                session, settings, app.state.secret_box, "no-such-kid"
+            )
+
+    assert await _jwks_kids(browser) == published
 
 
 async def test_a_scheduled_rotation_waits_until_the_key_is_due(

@@ -52,14 +52,21 @@ class JwksCache:
     most one fetch per floor interval, whatever their number. Keys older than `max_age` are
     still served while one background fetch replaces them (stale while revalidate), so no
     request waits on the user service, and a failed fetch keeps the keys already held.
+
+    A key the issuer withdraws (a leak) must stop working everywhere within seconds, so
+    `max_age` is short, and keys are served stale for at most `stale_for` more: a process
+    that was idle longer waits for one fetch before it answers. A withdrawn key, and every
+    token remembered as signed by it, is therefore refused within `max_age + stale_for` plus
+    one fetch (20 s and at most 5 s by default).
     """
 
     def __init__(
         self,
         jwks_url: str,
         http: httpx.AsyncClient,
-        max_age_seconds: float = 600,
+        max_age_seconds: float = 10,
         refresh_floor_seconds: float = 5,
+        stale_for_seconds: float = 10,
     ) -> None:
         if refresh_floor_seconds <= 0:
             # Without a floor every forged kid is a fetch: the issuer can be flooded through us.
@@ -70,6 +77,7 @@ class JwksCache:
         self.http = http
         self.max_age_seconds = max_age_seconds
         self.refresh_floor_seconds = refresh_floor_seconds
+        self.stale_for_seconds = stale_for_seconds
         self._keys = KeySet([])
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -78,7 +86,10 @@ class JwksCache:
     async def key_for(self, kid: str) -> Any:
         """The public key with this id, or None when the issuer does not publish it."""
         never_fetched = self._fetched_at == float("-inf")
-        if not never_fetched and self._age() > self.max_age_seconds:
+        if not never_fetched and self._age() > self.max_age_seconds + self.stale_for_seconds:
+            # Too old to answer from: a key withdrawn since must not be honoured again.
+            await self._refresh(older_than=self.max_age_seconds)
+        elif not never_fetched and self._age() > self.max_age_seconds:
             self._refresh_in_background()
         key = self._find(kid)
         if key is None and self._age() > self.refresh_floor_seconds:

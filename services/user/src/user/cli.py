@@ -7,6 +7,10 @@ python -m user.cli token --provider mock --sub alice@example.com
 
 python -m user.cli rotate-keys
     Makes a new signing key now; the previous one stays published, nobody is signed out.
+
+python -m user.cli withdraw-key <kid>
+    Emergency, for a key that leaked: stops publishing it now, so every service refuses the
+    tokens it signed within seconds (docs/security.md); their users sign in again.
 """
 
 import argparse
@@ -76,6 +80,21 @@ async def _rotate_keys(_args: argparse.Namespace) -> None:
     print(f"now signing with key {kid}")
 
 
+async def _withdraw_key(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            kid = await service.withdraw_signing_key(
+                session, settings, SecretBox(settings.secret_key.get_secret_value()), args.kid
+            )
+    except service.SigningKeyNotFound:
+        sys.exit(f"no signing key {args.kid}: nothing withdrawn")
+    finally:
+        await engine.dispose()
+    print(f"withdrew key {args.kid}; now signing with key {kid}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m user.cli",
@@ -95,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     token.set_defaults(run=_token)
     rotate = commands.add_parser("rotate-keys", help="start signing with a new key now")
     rotate.set_defaults(run=_rotate_keys)
+    withdraw = commands.add_parser("withdraw-key", help="stop publishing a leaked key now")
+    withdraw.add_argument("kid", help="the key's id, as in the JWKS and the tokens' header")
+    withdraw.set_defaults(run=_withdraw_key)
     args = parser.parse_args(argv)
     try:
         asyncio.run(args.run(args))

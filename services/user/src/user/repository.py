@@ -95,3 +95,9 @@ async def newest_signing_keys(session: AsyncSession, count: int) -> Sequence[Sig
 
 async def delete_signing_keys_below(session: AsyncSession, key_id: int) -> None:
     await session.execute(delete(SigningKey).where(SigningKey.id < key_id))
+
+
+async def delete_signing_key(session: AsyncSession, kid: str) -> bool:
+    """Delete one key by its kid; whether there was one."""
+    result = await session.execute(delete(SigningKey).where(SigningKey.kid == kid))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

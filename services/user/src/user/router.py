@@ -237,7 +237,10 @@ async def logout(
 async def jwks(session: ReadSessionDep) -> JSONResponse:
     """The next, current and previous signing keys (public parts only)."""
     return JSONResponse(
-        await service.published_keys(session), headers={"Cache-Control": "public, max-age=60"}
+        # As short as the services' own cache (common.auth.JwksCache), so a withdrawn key
+        # leaves every cache within seconds, a client's included.
+        await service.published_keys(session),
+        headers={"Cache-Control": "public, max-age=10"},
     )
 
 

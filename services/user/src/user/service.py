@@ -495,6 +495,37 @@ async def rotate_signing_keys(
     return keys[0].kid
 
 
+class SigningKeyNotFound(Exception):
+    """No signing key has this kid (never made, or already gone)."""
+
+
+async def withdraw_signing_key(
+    session: AsyncSession, settings: UserSettings, box: SecretBox, kid: str
+) -> str:
+    """Stop publishing a key at once (it leaked); the kid that signs afterwards.
+
+    The key is deleted, so it leaves the JWKS with this commit, and every service refuses the
+    tokens it signed, remembered ones included, within its JwksCache's bound (docs/security.md).
+    When it was the current or the next key, two fresh keys take their places, so nothing
+    signs with the withdrawn key or with an older one; the new signing key is not published
+    ahead of its use, but a service meeting its kid fetches the JWKS again (a few seconds).
+    """
+    await repository.lock_signing_keys(session)
+    newest = [key.kid for key in await repository.newest_signing_keys(session, 2)]
+    if not await repository.delete_signing_key(session, kid):
+        raise SigningKeyNotFound(kid)
+    if kid in newest:
+        now = utcnow()
+        await _add_signing_key(session, box, now)
+        await _add_signing_key(session, box, now)
+    keys = await repository.newest_signing_keys(session, 2)
+    if len(keys) < 2:
+        await rotate_signing_keys(session, settings, box)
+        keys = await repository.newest_signing_keys(session, 2)
+    log.warning("signing_key_withdrawn", kid=kid, signing=keys[1].kid)
+    return keys[1].kid
+
+
 async def _drop_retired_keys(session: AsyncSession, settings: UserSettings, now: datetime) -> None:
     """Keep the next, current and previous keys, and any older one a live token may name."""
     keys = await repository.newest_signing_keys(session, 1000)
