@@ -88,15 +88,19 @@ async def test_a_deleted_accounts_token_is_refused_by_every_service(
     deleted = await dave.api.delete("/api/users/me")
     at_user_service = await dave.api.get("/api/users/me")
     at_invoice_service = await _until_refused(dave.api, "/api/clients")
+    at_payment_service = await _until_refused(dave.api, "/api/payments")
 
     assert deleted.status_code == 204
     assert at_user_service.status_code == 401
     assert at_invoice_service.status_code == 401
     assert at_invoice_service.headers["content-type"] == "application/problem+json"
+    assert at_payment_service.status_code == 401
+    assert at_payment_service.headers["content-type"] == "application/problem+json"
 
 
 async def _until_refused(api: httpx.AsyncClient, path: str) -> httpx.Response:
-    """The invoice service learns of the deletion by event: allow it a few seconds."""
+    """The invoice and payment services learn of the deletion by event: allow them a few
+    seconds."""
     for _ in range(100):
         response = await api.get(path)
         if response.status_code != 200:

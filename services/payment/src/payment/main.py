@@ -1,13 +1,17 @@
 """The payment service's HTTP API."""
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import httpx
 from fastapi import FastAPI
 
 from common.app import create_service_app
+from common.auth import ClosedAccounts
 from common.pagination import CursorCodec
+from payment import service
 from payment.config import PaymentSettings, get_settings
 from payment.models import IdempotencyKey
 from payment.providers import PaymentProvider, create_provider
@@ -39,6 +43,12 @@ def create_app(
 
     def configure(app: FastAPI) -> None:
         app.state.cursor_codec = CursorCodec(settings.cursor_secret.get_secret_value().encode())
+
+        async def closed_since(since: datetime) -> set[uuid.UUID]:
+            async with app.state.sessionmaker() as session:
+                return await service.accounts_closed_since(session, since)
+
+        app.state.closed_accounts = ClosedAccounts(closed_since)
         app.include_router(internal_router)
         app.include_router(payments_router)
         app.include_router(wallet_router)

@@ -177,6 +177,19 @@ class WalletEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class ClosedAccount(Base):
+    """A deleted user, from `user.deleted`: their tokens are refused until they expire.
+
+    Payments and wallet entries stay, as bookkeeping records nobody can reach any more.
+    """
+
+    __tablename__ = "closed_accounts"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True)
+    # When the user service deleted the account (the event's time), naive UTC.
+    deleted_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
 class OutboxMessage(OutboxMessageMixin, Base):
     """Events waiting to be published to payment.events."""
 

@@ -8,7 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payment.models import UNSETTLED_STATUSES, Payment, WalletAccount, WalletEntry
+from payment.models import (
+    UNSETTLED_STATUSES,
+    ClosedAccount,
+    Payment,
+    WalletAccount,
+    WalletEntry,
+)
 
 # --- payments ---------------------------------------------------------------------------------
 
@@ -124,3 +130,23 @@ async def list_entries(
     if before_id is not None:
         query = query.where(WalletEntry.id < before_id)
     return (await session.scalars(query.order_by(WalletEntry.id.desc()).limit(limit))).all()
+
+
+# --- closed accounts --------------------------------------------------------------------------
+
+
+async def add_closed_account(
+    session: AsyncSession, owner_id: uuid.UUID, deleted_at: datetime
+) -> None:
+    """The deletion, unless one is recorded already: the first one's time is kept."""
+    statement = insert(ClosedAccount).values(owner_id=owner_id, deleted_at=deleted_at)
+    # On a duplicate the row is left as it is (the assignment changes nothing).
+    await session.execute(statement.on_duplicate_key_update(owner_id=ClosedAccount.owner_id))
+
+
+async def accounts_deleted_since(session: AsyncSession, since: datetime) -> Sequence[uuid.UUID]:
+    return (
+        await session.scalars(
+            select(ClosedAccount.owner_id).where(ClosedAccount.deleted_at >= since)
+        )
+    ).all()

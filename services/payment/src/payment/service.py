@@ -24,7 +24,7 @@ edge commits) because the attempt must be committed before the provider is calle
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -449,6 +449,26 @@ async def reconcile_unsettled(charging: Charging, batch_size: int = 100) -> int:
         if payment.status not in UNSETTLED_STATUSES:
             settled += 1
     return settled
+
+
+# --- closed accounts --------------------------------------------------------------------------
+
+
+async def close_owner_account(
+    session: AsyncSession, owner_id: uuid.UUID, deleted_at: datetime
+) -> None:
+    """Refuse the deleted account's tokens from now on.
+
+    Payments and the wallet stay, as bookkeeping records nobody can reach any more. A second
+    `user.deleted` for the same user keeps the first one's time.
+    """
+    await repository.add_closed_account(
+        session, owner_id, deleted_at.astimezone(UTC).replace(tzinfo=None)
+    )
+
+
+async def accounts_closed_since(session: AsyncSession, since: datetime) -> set[uuid.UUID]:
+    return set(await repository.accounts_deleted_since(session, since))
 
 
 # --- reading ----------------------------------------------------------------------------------
