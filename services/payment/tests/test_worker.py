@@ -2,6 +2,7 @@
 provider. Found there: succeeded, with its event. Not found once the attempt is past the
 provider timeout and the grace period: failed, and the invoice is free again."""
 
+import dataclasses
 import uuid
 from decimal import Decimal
 
@@ -95,14 +96,18 @@ async def test_an_attempt_within_the_grace_period_is_left_unsettled(
     sessionmaker: async_sessionmaker[AsyncSession],
     fakepay: FakePayControl,
 ) -> None:
-    # Older than the provider timeout (1 s) but younger than timeout + grace + 1 s (2.5 s):
-    # the provider might still be finishing the request, so "not found" proves nothing yet.
+    # Older than the provider timeout (1 s) but well within timeout + grace: the provider
+    # might still be finishing the request, so "not found" proves nothing yet. The grace is
+    # widened here so a slow machine cannot age the attempt past it during the test.
+    patient = dataclasses.replace(
+        charging, settings=charging.settings.model_copy(update={"reconcile_grace_seconds": 30})
+    )
     unknown = await insert_attempt(
         sessionmaker, owner, str(uuid.uuid4()), PaymentStatus.UNKNOWN, age_seconds=2
     )
     in_flight = await insert_attempt(sessionmaker, owner, str(uuid.uuid4()), age_seconds=0)
 
-    await reconcile_unsettled(charging)
+    await reconcile_unsettled(patient)
 
     assert (await payment_row(sessionmaker, unknown.id)).status == PaymentStatus.UNKNOWN
     assert (await payment_row(sessionmaker, in_flight.id)).status == PaymentStatus.PROCESSING
