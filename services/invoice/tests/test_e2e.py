@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from common.kafka import ensure_topics
 from common.testing.gateway import GatewayConfig, start_gateway
 from common.testing.identity import ISSUER, TestIssuer
 from common.testing.plugin import next_event, temporary_database
-from common.testing.servers import MysqlServer, free_port, wait_for_port
+from common.testing.servers import MysqlServer, free_port, logged_process, wait_for_port
 from invoice.events import TOPIC
 from invoice.models import OutboxMessage
 from invoice.service import today_utc
@@ -66,27 +66,8 @@ def environment(
     }
 
 
-@contextmanager
-def process(
-    name: str, command: list[str], env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process whose output goes to a log file among the test's temporary files."""
-    with open(Path(env["E2E_LOGS"]) / f"{name}.log", "ab") as log:
-        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield child
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait(10)
-
-
 def start_worker(env: dict[str, str]) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    return process("worker", [sys.executable, "-m", "invoice.worker"], env)
+    return logged_process("worker", [sys.executable, "-m", "invoice.worker"], env)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +84,7 @@ def api_url(environment: dict[str, str]) -> Iterator[str]:
         "--port",
         str(port),
     ]
-    with process("api", command, environment):
+    with logged_process("api", command, environment):
         wait_for_port("127.0.0.1", port)
         yield f"http://127.0.0.1:{port}"
 

@@ -30,7 +30,7 @@ from common.events import CloudEvent
 from common.kafka import ensure_topics
 from common.testing.identity import ISSUER, TestIssuer
 from common.testing.plugin import next_event, temporary_database
-from common.testing.servers import MysqlServer, free_port, wait_for_port
+from common.testing.servers import MysqlServer, free_port, logged_process, wait_for_port
 from payment.events import TOPIC
 from simulators.testing import FakePayControl, FakePayServer
 
@@ -79,27 +79,8 @@ def environment(
     }
 
 
-@contextmanager
-def process(
-    name: str, command: list[str], env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process whose output goes to a log file among the test's temporary files."""
-    with open(Path(env["E2E_LOGS"]) / f"{name}.log", "ab") as log:
-        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield child
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait(10)
-
-
 def start_worker(env: dict[str, str]) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    return process("worker", [sys.executable, "-m", "payment.worker"], env)
+    return logged_process("worker", [sys.executable, "-m", "payment.worker"], env)
 
 
 @contextmanager
@@ -109,7 +90,7 @@ def start_api(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes
         *(sys.executable, "-m", "uvicorn", "--factory", "payment.main:create_app"),
         *("--host", "127.0.0.1", "--port", str(port)),
     ]
-    with process("api", command, env) as child:
+    with logged_process("api", command, env) as child:
         wait_for_port("127.0.0.1", port, timeout=STARTUP_ALLOWANCE)
         yield f"http://127.0.0.1:{port}", child
 

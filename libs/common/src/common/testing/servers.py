@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,26 @@ def wait_for_port(host: str, port: int, timeout: float = 90) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
         time.sleep(0.1)
+
+
+@contextmanager
+def logged_process(
+    name: str, command: list[str], env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process of a test, its output in `<env["E2E_LOGS"]>/<name>.log`; stopped (and
+    killed if it will not stop) when the block ends, unless the test already ended it."""
+    with open(Path(env["E2E_LOGS"]) / f"{name}.log", "ab") as log:
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait(10)
 
 
 def find_mysql(stack: list[Any]) -> MysqlServer:
