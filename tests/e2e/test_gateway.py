@@ -5,6 +5,7 @@ upstream that answers every request with the headers it received."""
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,8 +91,16 @@ def behind_proxy(echo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def logged_clients(run_dir: Path, request_id: str) -> list[str]:
-    entries = map(json.loads, (run_dir / "access.log").read_text().splitlines())
-    return [entry["client"] for entry in entries if entry["request_id"] == request_id]
+    """The client addresses the access log shows for a request. nginx writes the line after
+    the answer has gone out, so a test that reads at once may be a moment early: wait a
+    little for it."""
+    deadline = time.monotonic() + 5
+    while True:
+        entries = map(json.loads, (run_dir / "access.log").read_text().splitlines())
+        found = [entry["client"] for entry in entries if entry["request_id"] == request_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def bearer(claims: str) -> dict[str, str]:
