@@ -87,7 +87,8 @@ def _field_error(error: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _handle_problem(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
+    if not isinstance(exc, ProblemError):  # registered for this type only
+        raise exc
     errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
     return problem_response(
         exc.status, exc.title, exc.detail, errors=errors, headers=exc.headers, **exc.extensions
@@ -95,7 +96,8 @@ async def _handle_problem(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _handle_validation(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for this type only
+        raise exc
     errors = [_field_error(error) for error in exc.errors()]
     fields = ", ".join(sorted({error["field"] for error in errors}))
     return problem_response(422, "Invalid input", f"Invalid value for: {fields}", errors=errors)
@@ -119,7 +121,8 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):  # registered for this type only
+        raise exc
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
         # The body could not be decoded as text (not UTF-8): the same answer as malformed

@@ -20,7 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from fastapi import FastAPI
@@ -336,8 +336,8 @@ async def _write(
 
 async def _rows_changed(session: AsyncSession, statement: Delete | Update) -> int:
     result = await session.execute(statement)
-    assert isinstance(result, CursorResult)  # what an UPDATE or DELETE returns
-    return result.rowcount
+    # An UPDATE or a DELETE answers a CursorResult; the typing only promises a Result.
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _stored_answer(row: IdempotencyKeyMixin) -> _StoredAnswer:

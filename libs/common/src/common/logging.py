@@ -5,6 +5,7 @@ one request or one message carries them.
 """
 
 import logging
+import re
 import sys
 import traceback
 
@@ -37,14 +38,56 @@ def _redact_secrets(
     return event_dict
 
 
+# Patterns of secrets an exception's message can quote. Messages are worth logging (they say
+# what failed: "Unknown column", "Connection refused"), but a library may put its input in
+# them: Pydantic quotes the value it refused, a driver the statement's parameters, an HTTP
+# client the URL with its credentials.
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Pydantic's "[type=..., input_value=..., input_type=...]": the refused input itself.
+    (re.compile(r"input_value=.*?(?=, input_type=|\]|$)", re.DOTALL), "input_value=[redacted]"),
+    # A JWT (access, refresh or id token): three base64url parts, the first a JSON header.
+    (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "[redacted token]"),
+    # An Authorization header's value.
+    (re.compile(r"(?i)\b(bearer|basic)\s+[\w\-.~+/]+=*"), r"\1 [redacted]"),
+    # user:password@ in a URL (a database or broker address).
+    (re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@"), "[redacted]@"),
+    # key=value, key: value, "key": "value" for the names of secrets.
+    (
+        re.compile(
+            r"(?i)\b([\w-]*(?:password|passwd|secret|token|api[_-]?key|authorization|"
+            r"card|cvc|cvv|code_verifier)[\w-]*)(['\"]?\s*[:=]\s*)(['\"]?)[^\s'\",&}\]]+"
+        ),
+        r"\1\2\3[redacted]",
+    ),
+    # A run of 12 to 19 digits, spaces or dashes between them allowed: a card number.
+    (re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)"), "[redacted number]"),
+)
+MESSAGE_LIMIT = 500
+
+
+def redact(text: str) -> str:
+    """The text with anything that looks like a secret replaced, cut to MESSAGE_LIMIT."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + " [cut]"
+    return text
+
+
+def _describe(error: BaseException) -> str:
+    message = str(error)
+    return f"{type(error).__name__}: {redact(message)}" if message else type(error).__name__
+
+
 def _render_exception(
     _logger: object, _method: str, event_dict: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
-    """Replace exc_info with the traceback's frames and the exception types only.
+    """Replace exc_info with the traceback's frames, and each exception's type and message
+    with secrets redacted.
 
-    A rich traceback prints every frame's local variables, and an exception's message can
-    quote its input (Pydantic's does): either can carry a request body with a card number or
-    a token. Where and what failed is enough to find the bug; the values stay out.
+    A rich traceback prints every frame's local variables, which can hold a request body
+    with a card number or a token: those stay out. Messages say what failed, so they stay,
+    passed through `redact` first.
     """
     exc_info = event_dict.pop("exc_info", None)
     if not exc_info:
@@ -61,12 +104,13 @@ def _render_exception(
         f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'
         for frame in traceback.extract_tb(tb)
     ]
-    causes: list[str] = []
+    lines.append(_describe(error))
     cause = error.__cause__ or error.__context__
-    while cause is not None and len(causes) < 5:
-        causes.append(type(cause).__name__)
+    causes = 0
+    while cause is not None and causes < 5:
+        lines.append(f"  caused by {_describe(cause)}")
         cause = cause.__cause__ or cause.__context__
-    lines.append(type(error).__name__ + (f" (caused by {', '.join(causes)})" if causes else ""))
+        causes += 1
     event_dict["exception"] = "\n".join(lines)
     return event_dict
 

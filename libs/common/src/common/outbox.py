@@ -196,9 +196,9 @@ class _Waiting:
         self.holds_lock = False
         # One statement, so no commit falls between the look and the sleep: an event
         # committed before it started is seen (the answer is 2), one committed after
-        # interrupts the sleep.
+        # interrupts the sleep. The table name is the outbox model's, never input.
         self.statement = text(
-            f"SELECT IF(EXISTS(SELECT 1 FROM `{table}`), 2, SLEEP(:seconds))"  # noqa: S608
+            f"SELECT IF(EXISTS(SELECT 1 FROM `{table}`), 2, SLEEP(:seconds))"  # noqa: S608 - see above
         )
 
     @classmethod

@@ -247,7 +247,8 @@ async def _topup_of(charging: Charging, payment: Payment) -> Topup:
         entry = await repository.find_entry(
             session, payment.owner_id, EntryType.TOPUP, str(payment.id)
         )
-    assert entry is not None  # credited in the transaction that recorded the success
+    if entry is None:
+        raise RuntimeError(f"top-up {payment.id} succeeded without its ledger entry")
     return Topup(payment, entry)
 
 
@@ -294,7 +295,8 @@ async def _charge(charging: Charging, payment: Payment, card: CardDetails) -> Pa
     )
     async with charging.sessionmaker() as session, session.begin():
         current = await repository.lock_payment(session, payment.id)
-        assert current is not None
+        if current is None:  # payments are never deleted
+            raise RuntimeError(f"payment {payment.id} vanished")
         if current.status in UNSETTLED_STATUSES:
             await _record(session, current, outcome)
         elif outcome.outcome == Outcome.SUCCEEDED and current.status == PaymentStatus.FAILED:
@@ -410,7 +412,8 @@ async def settle(charging: Charging, payment_id: uuid.UUID) -> Payment:
     found = await charging.provider.lookup(payment.transaction_id)
     async with charging.sessionmaker() as session, session.begin():
         current = await repository.lock_payment(session, payment_id)
-        assert current is not None
+        if current is None:  # payments are never deleted
+            raise RuntimeError(f"payment {payment_id} vanished")
         if current.status not in UNSETTLED_STATUSES:
             return current  # settled meanwhile by its own request or another settler
         if found is not None:

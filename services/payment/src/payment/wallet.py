@@ -42,7 +42,8 @@ async def credit(
     """Add funds, opening the account on its first credit."""
     await repository.create_account_if_missing(session, owner_id, currency, utcnow())
     account = await repository.lock_account(session, owner_id, currency)
-    assert account is not None  # created just above, and accounts are never deleted
+    if account is None:  # created just above, and accounts are never deleted
+        raise RuntimeError(f"wallet account {owner_id} {currency} vanished")
     existing = await repository.find_entry(session, owner_id, entry_type, reference)
     if existing is not None:
         return Change(existing, applied=False)
@@ -79,7 +80,8 @@ async def refund_fee(session: AsyncSession, owner_id: uuid.UUID, reference: str)
     if fee is None:
         raise DebitNotFound()
     account = await repository.lock_account(session, owner_id, fee.currency)
-    assert account is not None  # the fee was taken from it
+    if account is None:  # the fee was taken from it, and accounts are never deleted
+        raise RuntimeError(f"wallet account {owner_id} {fee.currency} vanished")
     existing = await repository.find_entry(session, owner_id, EntryType.REFUND, reference)
     if existing is not None:
         return Change(existing, applied=False)
