@@ -13,8 +13,8 @@ GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup nginx wrk run test lint typecheck deploy-check docs-check events-doc pytest \
-	bench token audit
+.PHONY: help setup nginx wrk run test lint typecheck deploy-check k8s-check docs-check events-doc \
+	pytest bench token audit
 
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
@@ -80,10 +80,26 @@ audit: setup
 		| $(BIN)/pip-audit --strict --disable-pip --require-hashes --progress-spinner off \
 			$$(awk '!/^#/ && NF {print "--ignore-vuln", $$1}' audit-ignore.txt) -r /dev/stdin
 
-deploy-check: setup
+deploy-check: setup k8s-check
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint deploy/gateway/Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+# checkov pins its own dependencies (boto3 among them) to versions that clash with the
+# project's, so it gets a virtualenv of its own, named by its version, beside uv.
+CHECKOV_VERSION := 3.3.30
+CHECKOV := .tools/checkov-$(CHECKOV_VERSION)/bin/checkov
+
+$(CHECKOV): | $(UV)
+	$(UV) venv --quiet --clear --python 3.11 .tools/checkov-$(CHECKOV_VERSION)
+	$(UV) pip install --quiet --python .tools/checkov-$(CHECKOV_VERSION)/bin/python \
+		checkov==$(CHECKOV_VERSION)
+
+# The Kubernetes manifests (deploy/k8s/README.md), offline: every overlay rendered, validated
+# against Kubernetes' schemas and checked by checkov.
+k8s-check: setup $(CHECKOV)
+	deploy/k8s/check.sh $(BIN) $(CHECKOV) .run/k8s
 
 # docs/events.md is generated; a change to an event or a consumer without it fails here.
 docs-check: setup
