@@ -9,9 +9,11 @@ Kustomize.
 """
 
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,15 @@ def config_map(overlay: str, name: str) -> dict[str, str]:
     return data
 
 
+def module_name(service: str) -> str:
+    """The service's Python module: its folder's name unless its pyproject names another."""
+    pyproject = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
+    backend = pyproject.get("tool", {}).get("uv", {}).get("build-backend", {})
+    return str(backend.get("module-name", service))
+
+
 def settings_class(service: str) -> type[BaseServiceSettings]:
-    module = importlib.import_module(f"{service}.config")
+    module = importlib.import_module(f"{module_name(service)}.config")
     found = [
         value
         for value in vars(module).values()
@@ -195,7 +204,7 @@ def test_worker_and_migrations_run_the_image_entry_points(overlay: str, service:
         'exec alembic -c "/app/services/${LEDGERLINE_SERVICE}/alembic.ini" upgrade head'
     )
     assert (ROOT / "services" / service / "alembic.ini").is_file()
-    assert importlib.util.find_spec(f"{service}.worker") is not None
+    assert importlib.util.find_spec(f"{module_name(service)}.worker") is not None
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
