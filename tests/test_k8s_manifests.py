@@ -263,3 +263,15 @@ def test_every_topic_of_the_catalogue_is_created() -> None:
         assert partitions >= 1, topic
         # At least a day: a consumer down over a night must still find its events.
         assert retention_ms >= 86_400_000, topic
+
+
+def test_manifests_name_only_services() -> None:
+    """A folder or upstream left after its service went away (or misspelt) is caught here."""
+    folders = {path.name for path in (K8S / "services").iterdir() if path.is_dir()}
+    assert folders - set(SERVICES) == set(), "deploy/k8s/services/ has folders of no service"
+    upstreams = {
+        name.removesuffix("_UPSTREAM").lower()
+        for name in config_map(OVERLAYS[0], "gateway-config")
+        if name.endswith("_UPSTREAM")
+    }
+    assert upstreams - set(SERVICES) == set(), "deploy/k8s/gateway/config.env names no service"
