@@ -145,7 +145,7 @@ async def test_another_owners_pdf_is_not_found_like_a_missing_one(
 
 
 def profile(owner: uuid.UUID, **fields: Any) -> service.OwnerProfile:
-    values: dict[str, Any] = {name: None for name in service.PROFILE_FIELDS}
+    values: dict[str, Any] = dict.fromkeys(service.PROFILE_FIELDS)
     values.update(email="owner@example.com", name="Zoë Müller", **fields)
     return service.OwnerProfile(owner_id=owner, **values)
 
