@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.testing.identity import TestIssuer
 from common.testing.s3 import S3Server
 from invoice import service
+from invoice.config import InvoiceSettings
+from invoice.main import create_app
 from invoice.models import InvoiceStatus
 from invoice.pdf import DocumentLine, InvoiceDocument, Party, invoice_html, render_pdf
 
@@ -78,6 +80,33 @@ async def test_downloads_at_once_render_one_version_once(
     assert writes_of(s3, key) == 1
 
 
+async def test_two_processes_render_one_version_once(
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    owner: uuid.UUID,
+    s3: S3Server,
+    settings: InvoiceSettings,
+) -> None:
+    """A second app with its own renderer stands for another API process: only the
+    database's named lock keeps the two from rendering the same version each."""
+    client = await create_client(api, auth)
+    invoice = await create_invoice(api, auth, client["id"])
+    other_app = create_app(settings)
+    async with other_app.router.lifespan_context(other_app):
+        transport = httpx.ASGITransport(app=other_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://other.test") as other:
+            answers = await asyncio.gather(
+                *(
+                    http.get(invoice["links"]["pdf"], headers=auth)
+                    for http in (api, other, api, other)
+                )
+            )
+
+    assert {answer.status_code for answer in answers} == {200}
+    [key] = stored_keys(s3, owner, invoice["id"])
+    assert writes_of(s3, key) == 1
+
+
 async def test_a_changed_invoice_renders_anew(
     api: httpx.AsyncClient,
     auth: dict[str, str],
@@ -85,6 +114,8 @@ async def test_a_changed_invoice_renders_anew(
     s3: S3Server,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
+    async with sessionmaker() as session, session.begin():
+        await service.save_owner_profile(session, profile(owner, company_name="First Ltd"))
     client = await create_client(api, auth)
     invoice = await create_invoice(api, auth, client["id"])
     url = invoice["links"]["pdf"]
