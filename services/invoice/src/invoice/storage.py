@@ -51,7 +51,7 @@ class S3PdfStore:
         # boto3 reads AWS_ENDPOINT_URL itself when no endpoint is given.
         self.client: Any = boto3.client(
             "s3",
-            endpoint_url=endpoint_url,
+            endpoint_url=endpoint_url or None,
             config=Config(
                 retries={"max_attempts": 3, "mode": "standard"},
                 connect_timeout=3,
