@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from invoice.config import InvoiceSettings
 from invoice.main import create_app
 from invoice.models import InvoiceStatus
 from invoice.pdf import DocumentLine, InvoiceDocument, Party, invoice_html, render_pdf
+from invoice.storage import CachedPdfStore, DirectoryPdfStore
 
 from .conftest import PDF_BUCKET
 from .factories import create_client, create_invoice
@@ -258,3 +260,22 @@ def test_many_lines_break_across_pages_and_one_line_is_one_page() -> None:
         assert "Invoice INV-000042" in texts
         assert "Müller & Söhne GmbH" in texts
     assert render_pdf(document(InvoiceStatus.PENDING, 1)).startswith(b"%PDF-")
+
+
+async def test_the_memory_cache_serves_stored_pdfs_and_drops_the_least_recent(
+    tmp_path: Path,
+) -> None:
+    directory = DirectoryPdfStore(tmp_path)
+    store = CachedPdfStore(directory, max_bytes=10, max_object_bytes=6)
+    await store.put("a.pdf", b"aaaaa")
+    await store.put("b.pdf", b"bbbbb")
+    (tmp_path / "b.pdf").unlink()  # kept in memory: still served, with its ETag
+    found = await store.read("b.pdf")
+    assert found is not None
+    assert b"".join([chunk async for chunk in found[1]]) == b"bbbbb"
+    await store.put("c.pdf", b"ccccc")  # over 10 bytes: "a", least recently used, goes
+    (tmp_path / "a.pdf").unlink()
+    assert await store.read("a.pdf") is None
+    await store.put("big.pdf", b"x" * 7)  # larger than an object may be: not kept
+    (tmp_path / "big.pdf").unlink()
+    assert await store.head("big.pdf") is None

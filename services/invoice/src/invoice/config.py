@@ -40,6 +40,8 @@ class InvoiceSettings(BaseServiceSettings):
     pdf_store: str = "s3"
     pdf_bucket: str = "ledgerline-invoices"
     s3_endpoint_url: str | None = None
+    # Recently served PDFs kept in memory per process (0: none); see storage.CachedPdfStore.
+    pdf_memory_cache_bytes: int = 32 * 1024 * 1024
     # Renders run in threads (WeasyPrint blocks); at most this many at once per process.
     pdf_render_concurrency: int = 2
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,17 +151,80 @@ class DirectoryPdfStore:
             data = await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             return None
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(data), CHUNK_BYTES):
-                yield data[start : start + CHUNK_BYTES]
-
-        return self._object(key, data), chunks()
+        return self._object(key, data), _chunked(data)
 
 
 def pdf_store(settings: InvoiceSettings) -> PdfStore:
+    store: PdfStore
     if settings.pdf_store.startswith("file://"):
-        return DirectoryPdfStore(Path(urlparse(settings.pdf_store).path))
-    if settings.pdf_store != "s3":
+        store = DirectoryPdfStore(Path(urlparse(settings.pdf_store).path))
+    elif settings.pdf_store == "s3":
+        store = S3PdfStore(settings.pdf_bucket, settings.s3_endpoint_url)
+    else:
         raise ValueError("INVOICE_PDF_STORE is `s3` or a file:// directory")
-    return S3PdfStore(settings.pdf_bucket, settings.s3_endpoint_url)
+    if settings.pdf_memory_cache_bytes <= 0:
+        return store
+    return CachedPdfStore(store, settings.pdf_memory_cache_bytes)
+
+
+class CachedPdfStore:
+    """A store with the PDFs it has seen kept in memory, least recently used out first.
+
+    Correct without any invalidation because an object is never rewritten: its key names the
+    version it shows (pdf.py). A cached download then costs no storage round trip at all.
+    Only objects up to `max_object_bytes` are kept, `max_bytes` in all.
+    """
+
+    def __init__(self, store: PdfStore, max_bytes: int, max_object_bytes: int = 1 << 20) -> None:
+        self.store = store
+        self.bucket = store.bucket
+        self.max_bytes = max_bytes
+        self.max_object_bytes = max_object_bytes
+        self._kept: OrderedDict[str, tuple[PdfObject, bytes]] = OrderedDict()
+        self._size = 0
+
+    def _remember(self, stored: PdfObject, data: bytes) -> None:
+        if len(data) > self.max_object_bytes or len(data) > self.max_bytes:
+            return
+        if stored.key in self._kept:
+            return
+        self._kept[stored.key] = (stored, data)
+        self._size += len(data)
+        while self._size > self.max_bytes:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self._size -= len(dropped)
+
+    def _recall(self, key: str) -> tuple[PdfObject, bytes] | None:
+        found = self._kept.get(key)
+        if found is not None:
+            self._kept.move_to_end(key)
+        return found
+
+    async def head(self, key: str) -> PdfObject | None:
+        found = self._recall(key)
+        return found[0] if found else await self.store.head(key)
+
+    async def put(self, key: str, data: bytes) -> PdfObject:
+        stored = await self.store.put(key, data)
+        self._remember(stored, data)
+        return stored
+
+    async def read(self, key: str) -> tuple[PdfObject, AsyncIterator[bytes]] | None:
+        found = self._recall(key)
+        if found is None:
+            answer = await self.store.read(key)
+            if answer is None:
+                return None
+            stored, chunks = answer
+            if stored.size > self.max_object_bytes:
+                return stored, chunks
+            data = b"".join([chunk async for chunk in chunks])
+            self._remember(stored, data)
+            found = (stored, data)
+        stored, data = found
+        return stored, _chunked(data)
+
+
+async def _chunked(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield data[start : start + CHUNK_BYTES]
