@@ -151,11 +151,14 @@ def s3() -> None:
 
     from common.testing.s3 import S3Server
 
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    # Held for sigwait below rather than ending this process, so moto's is stopped with it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     server = S3Server(port=int(os.environ.get("S3_PORT", S3_PORT))).start()
-    server.client().create_bucket(Bucket=PDF_BUCKET)
-    print(f"S3 (moto) on {server.endpoint_url}, bucket {PDF_BUCKET}", flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        server.client().create_bucket(Bucket=PDF_BUCKET)
+        print(f"S3 (moto) on {server.endpoint_url}, bucket {PDF_BUCKET}", flush=True)
+        signal.sigwait(stopping)
     finally:
         server.stop()
 
