@@ -43,6 +43,20 @@ RUN groupadd --system --gid 10001 ledgerline \
         --home-dir /app --no-create-home --shell /usr/sbin/nologin ledgerline
 WORKDIR /app
 
+# The invoice service renders PDFs with WeasyPrint, which needs Pango (with HarfBuzz's
+# subsetter, which keeps embedded fonts small and rendering fast) and fonts: DejaVu for
+# Latin, Greek and Cyrillic, Noto for the other scripts clients' and owners' names come in
+# (CJK, Arabic, Hebrew, Devanagari, Thai...). Other services' images stay without them.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN if [ "${SERVICE}" = "invoice" ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends \
+            libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 \
+            fonts-dejavu-core fonts-noto-core fonts-noto-cjk \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # Owned by root and read-only for the service user.
 COPY --from=builder /app/.venv /app/.venv
 COPY services/${SERVICE}/alembic.ini services/${SERVICE}/alembic.ini

@@ -13,13 +13,13 @@ GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup nginx wrk run test lint typecheck deploy-check k8s-check docs-check events-doc \
-	pytest bench token audit
+.PHONY: help setup nginx pdf-libs wrk run test lint typecheck deploy-check k8s-check docs-check \
+	events-doc pytest bench token audit
 
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
-	@echo "make bench  - the listing and events benchmarks (docs/benchmarks.md)"
+	@echo "make bench  - the listing, events and PDF benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
@@ -32,7 +32,7 @@ $(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml service
 	$(UV) sync --frozen
 	touch $@
 
-setup: $(VENV)/.synced nginx
+setup: $(VENV)/.synced nginx pdf-libs
 
 # The gateway runs Debian's nginx; install it when the machine has none (needs root).
 nginx:
@@ -40,6 +40,17 @@ nginx:
 		echo "Installing Debian's nginx-light for the gateway ..."; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+
+# What the invoice service's PDFs need from Debian (docs/pdfs.md): Pango, HarfBuzz's subsetter
+# and fonts for non-Latin scripts; poppler-utils to look at rendered pages as pictures.
+PDF_PACKAGES = libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+	fonts-noto-core fonts-noto-cjk poppler-utils
+pdf-libs:
+	@{ ldconfig -p | grep -q libharfbuzz-subset.so.0 && fc-list | grep -q "Noto Sans CJK" \
+		&& command -v pdftoppm >/dev/null; } || { \
+		echo "Installing Debian's Pango, fonts and poppler-utils for the invoice PDFs ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PACKAGES); }
 
 # The listing benchmark's load generator, from Debian like nginx.
 wrk:
@@ -118,6 +129,13 @@ bench: setup wrk
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_listing.py
 	$(BIN)/python scripts/bench_events.py
+	$(BIN)/python scripts/bench_pdf.py
+
+# The PDF benchmark alone (docs/benchmarks.md): render and cached-download latency.
+.PHONY: bench-pdf
+bench-pdf: setup
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_pdf.py
 
 # The events benchmark alone (docs/benchmarks.md): relay and consumers on a dev broker of its own.
 .PHONY: bench-events

@@ -140,6 +140,29 @@ def gateway() -> None:
     )
 
 
+S3_PORT = 9300
+# The bucket the invoice service keeps its PDFs in (INVOICE_PDF_BUCKET's default).
+PDF_BUCKET = "ledgerline-invoices"
+
+
+def s3() -> None:
+    """Run moto's S3 server in the foreground on port 9300, with the PDFs' bucket made."""
+    import signal
+
+    from common.testing.s3 import S3Server
+
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    # Held for sigwait below rather than ending this process, so moto's is stopped with it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    server = S3Server(port=int(os.environ.get("S3_PORT", S3_PORT))).start()
+    try:
+        server.client().create_bucket(Bucket=PDF_BUCKET)
+        print(f"S3 (moto) on {server.endpoint_url}, bucket {PDF_BUCKET}", flush=True)
+        signal.sigwait(stopping)
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = {
@@ -147,6 +170,7 @@ def main() -> None:
         "provision": provision,
         "broker": broker,
         "gateway": gateway,
+        "s3": s3,
     }
     parser.add_argument("command", choices=list(commands))
     commands[parser.parse_args().command]()

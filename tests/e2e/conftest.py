@@ -21,6 +21,7 @@ import pytest
 
 from common.testing.gateway import GatewayConfig, start_gateway
 from common.testing.plugin import migrate_schema, temporary_database
+from common.testing.s3 import S3Server
 from common.testing.servers import MysqlServer, free_port, wait_for_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -158,9 +159,24 @@ async def databases(mysql_server: MysqlServer) -> AsyncIterator[dict[str, str]]:
         yield urls
 
 
+# The bucket the invoice service stores its PDFs in (its default name).
+PDF_BUCKET = "ledgerline-invoices"
+
+
+@pytest.fixture(scope="session")
+def object_storage() -> Iterator[S3Server]:
+    """S3 for the suite (moto's server, a process), with the invoice PDFs' bucket."""
+    with S3Server() as server:
+        server.client().create_bucket(Bucket=PDF_BUCKET)
+        yield server
+
+
 @pytest.fixture(scope="session")
 def suite(
-    databases: dict[str, str], kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+    databases: dict[str, str],
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    object_storage: S3Server,
 ) -> Iterator[Suite]:
     ports = {name: free_port() for name in ("gateway", "provider", "fakepay")}
     api_ports = {service.name: free_port() for service in SERVICES}
@@ -176,6 +192,8 @@ def suite(
         "LOG_FORMAT": "json",
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "AUTH_JWKS_URL": f"{at.apis['user']}/.well-known/jwks.json",
+        # AWS_ENDPOINT_URL and moto's placeholder credentials, for every service's boto3.
+        **object_storage.environment(),
     }
     logs = tmp_path_factory.mktemp("suite-logs")
     processes = Processes(logs)

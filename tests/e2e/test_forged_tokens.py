@@ -95,3 +95,40 @@ async def test_every_service_refuses_forged_tokens(
     assert clients.json()["items"] == []
     assert (await victim.api.get("/api/payments")).json()["items"] == []
     assert (await victim.api.get("/api/wallet")).json()["balances"] == []
+
+
+async def test_forged_tokens_neither_download_nor_send_the_victims_invoice(
+    suite: Suite, sign_in_as: Any
+) -> None:
+    """The victim's own invoice, named by its real id: a forged token gets 401 on its PDF and
+    on sending it, and the victim's wallet pays no fee."""
+    victim = await sign_in_as(f"victim-{uuid.uuid4().hex[:8]}@example.com")
+    client = (
+        await victim.api.post("/api/clients", json={"name": "Zeta", "email": "ap@zeta.example"})
+    ).json()
+    invoice = (
+        await victim.api.post(
+            "/api/invoices",
+            json={"client_id": client["id"], "description": "Audit", "amount": "90.00"},
+        )
+    ).json()
+    topup = await victim.api.post(
+        "/api/wallet/topups", json={"amount": "5.00", "currency": "USD", "card": CARD}
+    )
+    assert topup.status_code == 201, topup.text
+    forged = await forgeries(suite, victim)
+
+    async with httpx.AsyncClient(base_url=suite.gateway) as attacker:
+        for name, token in forged.items():
+            headers = {"Authorization": f"Bearer {token}"}
+            pdf = await attacker.get(invoice["links"]["pdf"], headers=headers)
+            send = await attacker.post(
+                invoice["links"]["send"], json={"to": "attacker@example.com"}, headers=headers
+            )
+            assert (pdf.status_code, send.status_code) == (401, 401), (name, pdf.text, send.text)
+            assert send.headers["content-type"] == "application/problem+json", name
+
+    wallet = (await victim.api.get("/api/wallet")).json()
+    assert wallet["balances"] == [{"currency": "USD", "balance": "5.00"}]
+    # The victim's own token still works.
+    assert (await victim.api.get(invoice["links"]["pdf"])).status_code == 200

@@ -38,6 +38,8 @@ ENDPOINTS: dict[tuple[str, str, str], str] = {
     ("invoice", "GET", "/api/invoices"): "shown below",
     ("invoice", "GET", "/api/invoices/{invoice_id}"): "shown below",
     ("invoice", "POST", "/api/invoices/{invoice_id}/void"): "shown below",
+    ("invoice", "GET", "/api/invoices/{invoice_id}/pdf"): "shown below",
+    ("invoice", "POST", "/api/invoices/{invoice_id}/send"): "shown below",
     ("invoice", "GET", "/health-check"): "public: no user data",
     ("invoice", "GET", "/invoice/{invoice_id}"): "shown below",
     ("invoice", "POST", "/invoice"): "shown below",
@@ -114,6 +116,17 @@ async def test_a_second_user_cannot_reach_the_first_users_data(
         await m.post(f"/api/invoices/{missing_invoice}/void"),
     )
     assert (await m.get(f"/api/invoices/{invoice['id']}")).status_code == 404
+    assert same_answer(
+        await m.get(f"/api/invoices/{invoice['id']}/pdf"),
+        await m.get(f"/api/invoices/{missing_invoice}/pdf"),
+    )
+    assert (await m.get(f"/api/invoices/{invoice['id']}/pdf")).status_code == 404
+    # Sending another's invoice: not found, before any fee is asked for.
+    assert same_answer(
+        await m.post(f"/api/invoices/{invoice['id']}/send", json={}),
+        await m.post(f"/api/invoices/{missing_invoice}/send", json={}),
+    )
+    assert (await m.post(f"/api/invoices/{invoice['id']}/send", json={})).status_code == 404
     # Billing someone else's client: the same refusal as for a client that does not exist.
     assert same_answer(
         await m.post(
@@ -151,6 +164,9 @@ async def test_a_second_user_cannot_reach_the_first_users_data(
     assert alice_me["company_name"] == "Alice Consulting"
     still = (await alice.api.get(f"/api/invoices/{invoice['id']}")).json()
     assert still["status"] == "pending"
+    alice_pdf = await alice.api.get(f"/api/invoices/{invoice['id']}/pdf")
+    assert alice_pdf.status_code == 200
+    assert alice_pdf.content.startswith(b"%PDF-")
     assert [i["id"] for i in (await alice.api.get("/api/invoices")).json()["items"]] == [
         invoice["id"]
     ]

@@ -16,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.testing.identity import ISSUER, TestIssuer
 from common.testing.plugin import migrate_schema, temporary_database
+from common.testing.s3 import S3Server
 from common.testing.servers import MysqlServer, free_port, wait_for_port
 from invoice.config import InvoiceSettings
 from invoice.main import create_app
 from simulators.testing import FakePayControl, FakePayServer
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+PDF_BUCKET = "ledgerline-invoices-test"
 
 
 def migrate(database_url: str) -> None:
@@ -36,8 +38,26 @@ async def invoice_database(mysql_server: MysqlServer) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server as a process, with the PDF bucket; versioned, so a test can count
+    how many times an object was written."""
+    with S3Server() as server:
+        # boto3 in this process finds moto's placeholder credentials here; the endpoint is
+        # passed in the settings, as a deployment would.
+        for name, value in server.environment().items():
+            if name != "AWS_ENDPOINT_URL":
+                os.environ.setdefault(name, value)
+        client = server.client()
+        client.create_bucket(Bucket=PDF_BUCKET)
+        client.put_bucket_versioning(
+            Bucket=PDF_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
+        yield server
+
+
+@pytest.fixture(scope="session")
 def settings(
-    invoice_database: str, kafka_bootstrap: str, test_issuer: TestIssuer
+    invoice_database: str, kafka_bootstrap: str, test_issuer: TestIssuer, s3: S3Server
 ) -> InvoiceSettings:
     return InvoiceSettings(
         environment="test",
@@ -50,6 +70,8 @@ def settings(
         # Nothing listens on port 9 (discard): the plain app's payment service is down. The
         # tests that pay use `paying_app`, wired to a running one.
         payment_api_url="http://127.0.0.1:9",
+        pdf_bucket=PDF_BUCKET,
+        s3_endpoint_url=s3.endpoint_url,
     )
 
 

@@ -1,6 +1,7 @@
 """Settings of the invoice service, read from INVOICE_* and the shared variables."""
 
 from datetime import timedelta
+from decimal import Decimal
 from functools import lru_cache
 
 from pydantic import SecretStr
@@ -32,6 +33,21 @@ class InvoiceSettings(BaseServiceSettings):
     payment_connect_timeout_seconds: float = 3
     # Retry-After of a 503 when the payment service itself cannot be reached.
     payment_retry_after_seconds: int = 5
+
+    # Where rendered PDFs are kept (docs/pdfs.md): an S3 bucket, reached at s3_endpoint_url
+    # (or AWS_ENDPOINT_URL, or AWS itself when neither is set) with the usual AWS_*
+    # credentials; or, for the smallest set-up, `pdf_store=file:///a/directory`.
+    pdf_store: str = "s3"
+    pdf_bucket: str = "ledgerline-invoices"
+    s3_endpoint_url: str | None = None
+    # Recently served PDFs kept in memory per process (0: none); see storage.CachedPdfStore.
+    pdf_memory_cache_bytes: int = 32 * 1024 * 1024
+    # Renders run in threads (WeasyPrint blocks); at most this many at once per process.
+    pdf_render_concurrency: int = 2
+
+    # The wallet fee for emailing an invoice, taken through the payment service.
+    send_fee: Decimal = Decimal("0.50")
+    send_fee_currency: str = "USD"
 
     @property
     def default_payment_terms(self) -> timedelta:

@@ -10,6 +10,8 @@ from fastapi import Depends, Request
 
 from invoice.config import InvoiceSettings
 from invoice.payments import PaymentClient
+from invoice.pdf import PdfRenderer
+from invoice.storage import pdf_store
 
 
 async def _settings(request: Request) -> InvoiceSettings:
@@ -46,3 +48,17 @@ async def _access_token(request: Request) -> str:
 
 
 AccessToken = Annotated[str, Depends(_access_token)]
+
+
+async def _pdf_renderer(request: Request) -> PdfRenderer:
+    """One renderer per app, over the configured store, made on first use."""
+    state = request.app.state
+    renderer: PdfRenderer | None = getattr(state, "pdf_renderer", None)
+    if renderer is None:
+        settings: InvoiceSettings = state.settings
+        renderer = PdfRenderer(pdf_store(settings), settings.pdf_render_concurrency)
+        state.pdf_renderer = renderer
+    return renderer
+
+
+PdfRendererDep = Annotated[PdfRenderer, Depends(_pdf_renderer)]

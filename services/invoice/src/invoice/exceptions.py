@@ -53,3 +53,30 @@ class PaymentsUnavailable(ProblemError):
     def __init__(self, detail: str, *, retry_after: int, **extensions: Any) -> None:
         super().__init__(detail, **extensions)
         self.headers = {"Retry-After": str(retry_after)}
+
+
+class InvoiceNotSendable(Conflict):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"The invoice is {status}; a void invoice is not sent")
+
+
+class InsufficientBalance(ProblemError):
+    """The wallet cannot pay the fee for sending: nothing was sent or taken."""
+
+    status = 402
+    title = "Insufficient balance"
+
+
+class InvalidLines(InvalidInput):
+    """The lines and the amount of a new invoice disagree."""
+
+
+class PdfBusy(ProblemError):
+    """Another process held the invoice's PDF for longer than a request waits."""
+
+    status = 503
+    title = "PDF not ready"
+
+    def __init__(self) -> None:
+        super().__init__("The invoice's PDF is being rendered; try again shortly")
+        self.headers = {"Retry-After": "2"}

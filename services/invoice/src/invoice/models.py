@@ -11,8 +11,11 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     Numeric,
     String,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -61,7 +64,19 @@ class Owner(Base):
     postal_code: Mapped[str | None] = mapped_column(String(20))
     country: Mapped[str | None] = mapped_column(String(2))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    # Goes up whenever a field the PDF's header shows changes: part of every PDF's version,
+    # so a new company name or address renders the owner's invoices anew.
+    profile_version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class InvoiceCounter(Base):
+    """The last invoice number given to each owner: numbers run 1, 2, 3... per owner."""
+
+    __tablename__ = "invoice_counters"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer)
 
 
 class Client(Base):
@@ -102,19 +117,60 @@ class Invoice(Base):
         ),
         # The past-due sweep looks across all owners for pending invoices by due date.
         Index("ix_invoices_status_due", "status", "due_date"),
+        UniqueConstraint("owner_id", "number", name="uq_invoices_owner_number"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
     owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    # "INV-000012": the owner's running number, given at creation, unique per owner.
+    number: Mapped[str] = mapped_column(String(32))
     client_name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(String(500))
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.PENDING)
     due_date: Mapped[date] = mapped_column(Date)
+    # Goes up with every change of what the PDF shows (status, client name): a PDF is
+    # rendered once per version and stored under it (docs/pdfs.md).
+    version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class InvoiceLine(Base):
+    """One line of an invoice; an invoice created without lines has none and shows its
+    description as its single line."""
+
+    __tablename__ = "invoice_lines"
+    __table_args__ = (UniqueConstraint("invoice_id", "position", name="uq_invoice_lines_position"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, ForeignKey("invoices.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(500))
+    quantity: Mapped[Decimal] = mapped_column(Numeric(12, 3))
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+
+
+class InvoiceSend(Base):
+    """A request to email an invoice: what was asked for, and the fee taken for it. The
+    email service reports what became of it (`/api/emails/{id}`)."""
+
+    __tablename__ = "invoice_sends"
+    __table_args__ = (Index(None, "owner_id", "invoice_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, ForeignKey("invoices.id"))
+    recipient_email: Mapped[str] = mapped_column(String(320))
+    message: Mapped[str | None] = mapped_column(Text)
+    pdf_key: Mapped[str] = mapped_column(String(300))
+    fee_reference: Mapped[str] = mapped_column(String(100), unique=True)
+    fee_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    fee_currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class OutboxMessage(OutboxMessageMixin, Base):

@@ -20,11 +20,13 @@ import httpx
 
 from common.logging import get_logger
 from common.types import money_text
-from invoice.exceptions import PaymentRefused, PaymentsUnavailable
+from invoice.exceptions import InsufficientBalance, PaymentRefused, PaymentsUnavailable
 
 log = get_logger(__name__)
 
 INVOICE_PAYMENTS_PATH = "/internal/invoice-payments"
+WALLET_DEBITS_PATH = "/internal/wallet/debits"
+WALLET_REFUNDS_PATH = "/internal/wallet/refunds"
 # The statuses whose problem the user can act on; anything else means "try again later".
 PASSED_ON = frozenset({402, 409, 422})
 
@@ -147,6 +149,66 @@ class PaymentClient:
                 invoice_id=str(payment.invoice_id),
             ) from None
         return self._read_answer(response, str(payment.invoice_id), card_field)
+
+    async def debit_fee(
+        self, access_token: str, reference: str, amount: Decimal, currency: str, description: str
+    ) -> None:
+        """Take a fee from the owner's wallet; raises InsufficientBalance when it is short.
+
+        The reference makes the debit happen once: asked again, the payment service answers
+        with the first debit. When the answer is lost (a timeout) the debit may or may not
+        have been taken, so it is given back before the user hears 503.
+        """
+        body = {
+            "reference": reference,
+            "amount": money_text(amount),
+            "currency": currency,
+            "description": description,
+        }
+        try:
+            response = await self.http.post(
+                WALLET_DEBITS_PATH, json=body, headers={"Authorization": f"Bearer {access_token}"}
+            )
+        except httpx.HTTPError as exc:
+            log.warning("wallet_debit_failed", error_type=type(exc).__name__, reference=reference)
+            if isinstance(exc, httpx.TimeoutException):
+                await self.refund_fee(access_token, reference)
+            raise PaymentsUnavailable(
+                "The payment service cannot take the fee now; nothing was sent.",
+                retry_after=self.retry_after_seconds,
+            ) from None
+        if response.status_code in (200, 201):
+            return
+        problem = _json_object(response)
+        if response.status_code == 402:
+            raise InsufficientBalance(
+                str(problem.get("detail") or "The wallet's balance is too low for the fee"),
+                fee_amount=money_text(amount),
+                fee_currency=currency,
+            )
+        log.error("wallet_debit_unexpected_answer", status=response.status_code)
+        raise PaymentsUnavailable(
+            "The payment service could not take the fee; nothing was sent.",
+            retry_after=self.retry_after_seconds,
+        )
+
+    async def refund_fee(self, access_token: str, reference: str) -> bool:
+        """Give a fee back; False when it could not be (logged for a refund by hand). A fee
+        that was never taken counts as given back."""
+        try:
+            response = await self.http.post(
+                WALLET_REFUNDS_PATH,
+                json={"reference": reference},
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.HTTPError as exc:
+            log.error("wallet_refund_failed", error_type=type(exc).__name__, reference=reference)
+            return False
+        if response.status_code in (200, 201, 404):
+            log.info("wallet_fee_refunded", reference=reference, status=response.status_code)
+            return True
+        log.error("wallet_refund_failed", status=response.status_code, reference=reference)
+        return False
 
     def _read_answer(
         self, response: httpx.Response, invoice_id: str, card_field: str

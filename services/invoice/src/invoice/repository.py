@@ -1,7 +1,8 @@
 """Queries of the invoice service. Repositories read and stage; they never commit."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
@@ -16,11 +17,13 @@ from sqlalchemy import (
     bindparam,
     or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from invoice.models import Client, Invoice, InvoiceStatus, Owner
+from invoice.models import Client, Invoice, InvoiceCounter, InvoiceLine, InvoiceStatus, Owner
 
 INVOICES = Invoice.__table__
 # An invoice as the listing reads it: a row of the invoices table, its columns by attribute.
@@ -249,9 +252,43 @@ async def pending_past_due(session: AsyncSession, today: date, limit: int) -> Se
 
 async def rename_client_on_invoices(session: AsyncSession, client_id: int, name: str) -> None:
     await session.execute(
-        update(Invoice).where(Invoice.client_id == client_id).values(client_name=name)
+        update(Invoice)
+        .where(Invoice.client_id == client_id)
+        .values(client_name=name, version=Invoice.version + 1)
     )
 
 
 async def owners_deleted_since(session: AsyncSession, since: datetime) -> Sequence[uuid.UUID]:
     return (await session.scalars(select(Owner.id).where(Owner.deleted_at >= since))).all()
+
+
+async def invoice_lines(session: AsyncSession, invoice_id: uuid.UUID) -> Sequence[InvoiceLine]:
+    query = select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id)
+    return (await session.scalars(query.order_by(InvoiceLine.position))).all()
+
+
+async def next_invoice_number(session: AsyncSession, owner_id: uuid.UUID) -> int:
+    """The owner's next invoice number. The counter's row stays locked until the caller's
+    transaction ends, so two invoices created at once get two numbers, one after the other."""
+    counting = insert(InvoiceCounter).values(owner_id=owner_id, last_number=1)
+    counting = counting.on_duplicate_key_update(last_number=InvoiceCounter.last_number + 1)
+    await session.execute(counting)
+    # Our own write is what this reads: the row is ours until the transaction ends.
+    number = await session.scalar(
+        select(InvoiceCounter.last_number).where(InvoiceCounter.owner_id == owner_id)
+    )
+    return int(number or 0)
+
+
+@asynccontextmanager
+async def named_lock(session: AsyncSession, name: str, timeout_seconds: int) -> AsyncIterator[bool]:
+    """A server-wide lock by name (MySQL's GET_LOCK), held by the session's connection: it
+    serializes work across processes without holding any row. Yields whether it was got."""
+    got = await session.scalar(
+        text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": timeout_seconds}
+    )
+    try:
+        yield bool(got)
+    finally:
+        if got:
+            await session.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})

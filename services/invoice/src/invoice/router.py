@@ -3,8 +3,8 @@
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from common.auth import CurrentUser
 from common.db import ReadSessionDep, SessionDep
@@ -12,8 +12,8 @@ from common.health import HealthStatus, answers_with, database_answers
 from common.openapi import link
 from common.pagination import CursorCodecDep
 from invoice import service
-from invoice.dependencies import AccessToken, PaymentClientDep, SettingsDep
-from invoice.models import Client, Invoice, InvoiceStatus
+from invoice.dependencies import AccessToken, PaymentClientDep, PdfRendererDep, SettingsDep
+from invoice.models import Client, Invoice, InvoiceLine, InvoiceStatus
 from invoice.payments import CardDetails, PaymentMade, mask_card_number
 from invoice.repository import InvoiceFilter, InvoiceRow
 from invoice.schemas import (
@@ -24,6 +24,8 @@ from invoice.schemas import (
     ClientPage,
     ClientRead,
     InvoiceCreate,
+    InvoiceDetail,
+    InvoiceLineRead,
     InvoiceListQuery,
     InvoicePage,
     InvoiceRead,
@@ -32,6 +34,9 @@ from invoice.schemas import (
     MaskedCard,
     PageQuery,
     SeedListQuery,
+    SendAccepted,
+    SendCreate,
+    SendLinks,
 )
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -47,6 +52,8 @@ CLIENT_LINKS = {
 INVOICE_LINKS = {
     "GetInvoice": link("GET", "/api/invoices/{invoice_id}", invoice_id="$response.body#/id"),
     "VoidInvoice": link("POST", "/api/invoices/{invoice_id}/void", invoice_id="$response.body#/id"),
+    "GetInvoicePdf": link("GET", "/api/invoices/{invoice_id}/pdf", invoice_id="$response.body#/id"),
+    "SendInvoice": link("POST", "/api/invoices/{invoice_id}/send", invoice_id="$response.body#/id"),
     "GetSeedInvoice": link("GET", "/invoice/{invoice_id}", invoice_id="$response.body#/id"),
     "PayInvoice": link("POST", "/invoice/pay/{invoice_id}", invoice_id="$response.body#/id"),
 }
@@ -92,24 +99,43 @@ async def get_client(client_id: int, user: CurrentUser, session: ReadSessionDep)
 # --- /api/invoices ----------------------------------------------------------------------------
 
 
+def _detail(invoice: Invoice, lines: list[InvoiceLine]) -> InvoiceDetail:
+    shown = [InvoiceLineRead.model_validate(line, from_attributes=True) for line in lines] or [
+        InvoiceLineRead(
+            description=invoice.description,
+            quantity=1,
+            unit_price=invoice.amount,
+            amount=invoice.amount,
+        )
+    ]
+    read = InvoiceRead.model_validate(invoice, from_attributes=True)
+    return InvoiceDetail(**dict(read), lines=shown)
+
+
 @router.post(
     "/invoices",
     status_code=status.HTTP_201_CREATED,
-    response_model=InvoiceRead,
+    response_model=InvoiceDetail,
     responses={201: {"links": INVOICE_LINKS}},
 )
 async def create_invoice(
     body: InvoiceCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
-) -> Invoice:
+) -> InvoiceDetail:
+    """An invoice of one amount, or of `lines` that add up to it; numbered INV-000001,
+    INV-000002... per user."""
     new = service.NewInvoice(
         client_id=body.client_id,
         description=body.description,
         amount=body.amount,
         currency=body.currency or settings.default_currency,
         due_date=body.due_date or service.today_utc() + settings.default_payment_terms,
+        lines=tuple(
+            service.NewLine(line.description, line.quantity, line.unit_price)
+            for line in body.lines or ()
+        ),
     )
     invoice, _ = await service.create_invoice(session, user.id, new, client_field="client_id")
-    return invoice
+    return _detail(invoice, await service.invoice_lines(session, invoice))
 
 
 @router.get(
@@ -137,18 +163,111 @@ async def list_invoices(
     )
 
 
-@router.get("/invoices/{invoice_id}", response_model=InvoiceRead, responses=NOT_FOUND)
-async def get_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep) -> Invoice:
-    return await service.get_invoice(session, user.id, invoice_id)
+@router.get("/invoices/{invoice_id}", response_model=InvoiceDetail, responses=NOT_FOUND)
+async def get_invoice(
+    invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep
+) -> InvoiceDetail:
+    invoice = await service.get_invoice(session, user.id, invoice_id)
+    return _detail(invoice, await service.invoice_lines(session, invoice))
 
 
 @router.post(
     "/invoices/{invoice_id}/void",
-    response_model=InvoiceRead,
+    response_model=InvoiceDetail,
     responses={**NOT_FOUND, 409: {"description": "The invoice is paid or already void"}},
 )
-async def void_invoice(invoice_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Invoice:
-    return await service.void_invoice(session, user.id, invoice_id)
+async def void_invoice(
+    invoice_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> InvoiceDetail:
+    invoice = await service.void_invoice(session, user.id, invoice_id)
+    return _detail(invoice, await service.invoice_lines(session, invoice))
+
+
+PDF_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The invoice as a PDF, with its `ETag`",
+        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    304: {"description": "The copy named in `If-None-Match` is current"},
+    **NOT_FOUND,
+    503: {"description": "The PDF is being rendered by another request; retry shortly"},
+}
+
+
+@router.get(
+    "/invoices/{invoice_id}/pdf",
+    response_class=StreamingResponse,
+    responses=PDF_RESPONSES,
+    summary="Download the invoice as a PDF",
+)
+async def get_invoice_pdf(
+    invoice_id: uuid.UUID,
+    user: CurrentUser,
+    session: ReadSessionDep,
+    renderer: PdfRendererDep,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Response:
+    """Rendered on the first download of each version of the invoice and stored; later
+    downloads stream the stored file. Send its `ETag` back in `If-None-Match` to get 304
+    while the invoice has not changed."""
+    download = await service.download_pdf(session, renderer, user.id, invoice_id, if_none_match)
+    headers = {
+        "ETag": download.stored.etag,
+        # A client may keep it but must ask again: the invoice can change at any time.
+        "Cache-Control": "private, no-cache",
+    }
+    if download.chunks is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    headers["Content-Disposition"] = f'inline; filename="{download.filename}"'
+    headers["Content-Length"] = str(download.stored.size)
+    return StreamingResponse(download.chunks, media_type="application/pdf", headers=headers)
+
+
+@router.post(
+    "/invoices/{invoice_id}/send",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SendAccepted,
+    responses={
+        **NOT_FOUND,
+        402: {"description": "The wallet's balance is too low for the fee; nothing was sent"},
+        409: {"description": "The invoice is void"},
+        503: {
+            "description": "The payment service cannot take the fee now; nothing was sent. "
+            "Retry after `Retry-After` seconds."
+        },
+    },
+    summary="Email the invoice with its PDF",
+)
+async def send_invoice(
+    invoice_id: uuid.UUID,
+    body: SendCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    renderer: PdfRendererDep,
+    payments: PaymentClientDep,
+    access_token: AccessToken,
+) -> SendAccepted:
+    """Queue an email of the invoice, its PDF attached, to `to` (the client's email by
+    default) with an optional `message`. The fee (`INVOICE_SEND_FEE`) is taken from the
+    wallet now and given back if the email fails for good; follow `links.email` for the
+    email's status."""
+    request = service.SendRequest(
+        to=str(body.to) if body.to else None,
+        message=body.message,
+        fee_amount=settings.send_fee,
+        fee_currency=settings.send_fee_currency,
+    )
+    send = await service.send_invoice(
+        session, renderer, payments, access_token, user.id, invoice_id, request
+    )
+    return SendAccepted(
+        send_id=send.id,
+        recipient=send.recipient_email,
+        fee=send.fee_amount,
+        fee_currency=send.fee_currency,
+        links=SendLinks(email=f"/api/emails/{send.id}", invoice=f"/api/invoices/{invoice_id}"),
+    )
 
 
 # --- seed 001's contract ----------------------------------------------------------------------

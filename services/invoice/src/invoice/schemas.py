@@ -16,6 +16,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     WithJsonSchema,
+    computed_field,
 )
 
 from common.types import Money, NumberMoney, UtcDateTime, money_text
@@ -77,16 +78,74 @@ class ClientPage(BaseModel):
     next_cursor: str | None
 
 
+QUANTITY = re.compile(r"[0-9]{1,7}(\.[0-9]{1,3})?")
+
+
+def _quantity(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError('must be a decimal string with at most 3 decimals, e.g. "1.5"')
+    text = str(value)
+    if not QUANTITY.fullmatch(text):
+        raise ValueError("must be a positive number below 10000000 with at most 3 decimals")
+    if Decimal(text) <= 0:
+        raise ValueError("must be greater than 0")
+    return Decimal(text)
+
+
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_quantity),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,7}(\.[0-9]{1,3})?$"},
+                {"type": "integer", "minimum": 1, "maximum": 9999999},
+            ],
+            "examples": ["1.5", 3],
+        },
+        mode="validation",
+    ),
+]
+QuantityOut = Annotated[
+    Decimal,
+    PlainSerializer(lambda v: f"{v.normalize():f}", return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["1.5"]}),
+]
+MAX_LINES = 200
+
+
+class LineCreate(Strict):
+    description: Description
+    quantity: Quantity = Field(description='How many: "1.5", or an integer', default=Decimal(1))
+    unit_price: Money
+
+
 class InvoiceCreate(Strict):
     client_id: int = Field(ge=1)
     description: Description
-    amount: Money
+    amount: Money | None = Field(
+        None, description="Required without `lines`; with them, optional and equal to their sum"
+    )
     currency: Currency | None = Field(None, description="ISO 4217; the platform default if omitted")
     due_date: IsoDate | None = Field(None, description="Y-m-d; net 30 if omitted")
+    lines: list[LineCreate] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_LINES,
+        description="The invoice's lines; each amount is quantity x unit price, rounded to "
+        "the cent, and the invoice's amount is their sum",
+    )
+
+
+class InvoiceLinks(BaseModel):
+    self: str = Field(examples=["/api/invoices/0197a0b2-0000-7000-8000-000000000000"])
+    pdf: str = Field(description="The invoice as a PDF (application/pdf)")
+    send: str = Field(description="POST here to email the invoice with its PDF")
 
 
 class InvoiceRead(BaseModel):
     id: uuid.UUID
+    number: str = Field(description="The owner's running number", examples=["INV-000012"])
     client_id: int
     client_name: str
     description: str
@@ -94,8 +153,51 @@ class InvoiceRead(BaseModel):
     currency: str
     status: InvoiceStatus
     due_date: date
+    version: int = Field(description="Goes up whenever anything the invoice's PDF shows changes")
     created_at: UtcDateTime
     updated_at: UtcDateTime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def links(self) -> InvoiceLinks:
+        base = f"/api/invoices/{self.id}"
+        return InvoiceLinks(self=base, pdf=f"{base}/pdf", send=f"{base}/send")
+
+
+class InvoiceLineRead(BaseModel):
+    description: str
+    quantity: QuantityOut
+    unit_price: MoneyOut
+    amount: MoneyOut
+
+
+class InvoiceDetail(InvoiceRead):
+    """One invoice with its lines: an invoice created without lines has one, its
+    description for the amount."""
+
+    lines: list[InvoiceLineRead]
+
+
+class SendCreate(Strict):
+    to: EmailStr | None = Field(None, description="The recipient; the client's email if omitted")
+    message: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+        | None
+    ) = Field(None, description="A note shown above the invoice in the email")
+
+
+class SendLinks(BaseModel):
+    email: str = Field(description="The email's delivery status, from the email service")
+    invoice: str
+
+
+class SendAccepted(BaseModel):
+    send_id: uuid.UUID
+    status: Literal["queued"] = "queued"
+    recipient: str
+    fee: MoneyOut = Field(description="Taken from the wallet; given back if the email fails")
+    fee_currency: str
+    links: SendLinks
 
 
 class InvoicePage(BaseModel):

@@ -1,49 +1,88 @@
 """Domain operations of the invoice service. They stage changes and events; the edge commits."""
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.errors import InvalidInput
 from common.events import new_event
+from common.ids import uuid7
 from common.logging import get_logger
-from common.outbox import add_event
+from common.outbox import add_event, utcnow
 from common.pagination import CursorCodec, Page
-from common.types import CENT
+from common.types import CENT, money_text
 from invoice import repository
 from invoice.events import (
     INVOICE_CREATED,
+    INVOICE_SEND_REQUESTED,
     INVOICE_STATUS_CHANGED,
     SOURCE,
     TOPIC,
     InvoiceCreated,
+    InvoiceSendRequested,
     InvoiceStatusChanged,
+    Recipient,
+    SendFee,
+    SentInvoice,
+    StoredPdf,
 )
 from invoice.exceptions import (
     ClientNotFound,
+    InvalidLines,
     InvoiceNotFound,
     InvoiceNotOpen,
     InvoiceNotPayable,
+    InvoiceNotSendable,
+    PdfBusy,
     UnknownClient,
 )
-from invoice.models import OPEN_STATUSES, Client, Invoice, InvoiceStatus, OutboxMessage, Owner
+from invoice.models import (
+    OPEN_STATUSES,
+    Client,
+    Invoice,
+    InvoiceLine,
+    InvoiceSend,
+    InvoiceStatus,
+    OutboxMessage,
+    Owner,
+)
 from invoice.payments import CardDetails, InvoicePayment, PaymentClient, PaymentMade
+from invoice.pdf import (
+    DocumentLine,
+    InvoiceDocument,
+    Party,
+    PdfRenderer,
+    pdf_filename,
+    pdf_key,
+    pdf_version,
+)
 from invoice.repository import InvoiceFilter, InvoiceRow
+from invoice.storage import PdfObject
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class NewLine:
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
 
 
 @dataclass(frozen=True)
 class NewInvoice:
     client_id: int
     description: str
-    amount: Decimal
+    # Without lines, the amount billed; with lines, None or their sum (checked).
+    amount: Decimal | None
     currency: str
     due_date: date
+    lines: tuple[NewLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +126,9 @@ async def save_owner_profile(session: AsyncSession, profile: OwnerProfile) -> No
         session.add(owner)
     elif owner.deleted_at is not None:
         return
+    elif any(getattr(owner, name) != getattr(profile, name) for name in PROFILE_FIELDS):
+        # The PDFs' header changes: every invoice of the owner renders anew on next download.
+        owner.profile_version += 1
     for name in PROFILE_FIELDS:
         setattr(owner, name, getattr(profile, name))
     await session.flush()
@@ -103,6 +145,8 @@ async def close_owner_account(
     if owner is None:
         owner = Owner(id=owner_id)
         session.add(owner)
+    else:
+        owner.profile_version += 1
     for name in PROFILE_FIELDS:
         setattr(owner, name, None)
     owner.deleted_at = deleted_at.astimezone(UTC).replace(tzinfo=None)
@@ -164,21 +208,39 @@ async def create_invoice(
     client = await repository.get_client(session, owner_id, new.client_id)
     if client is None:
         raise UnknownClient(client_field)
+    lines = [
+        InvoiceLine(
+            position=position,
+            description=line.description,
+            quantity=line.quantity,
+            unit_price=line.unit_price.quantize(CENT),
+            amount=line_amount(line),
+        )
+        for position, line in enumerate(new.lines, start=1)
+    ]
+    amount = _invoice_amount(new, lines)
+    number = await repository.next_invoice_number(session, owner_id)
     invoice = Invoice(
         owner_id=owner_id,
+        number=invoice_number(number),
         client_id=client.id,
         client_name=client.name,
         description=new.description,
-        # "1000" and "1000.00" are one amount: stored, announced and answered as "1000.00".
-        amount=new.amount.quantize(CENT),
+        amount=amount,
         currency=new.currency,
         status=InvoiceStatus.PENDING,
         due_date=new.due_date,
+        version=1,
     )
     session.add(invoice)
     await session.flush()
+    for line in lines:
+        line.invoice_id = invoice.id
+    session.add_all(lines)
+    await session.flush()
     payload = InvoiceCreated(
         invoice_id=invoice.id,
+        number=invoice.number,
         client_id=client.id,
         client_name=client.name,
         client_email=client.email,
@@ -200,9 +262,45 @@ async def get_invoice(session: AsyncSession, owner_id: uuid.UUID, invoice_id: uu
     return invoice
 
 
+def invoice_number(number: int) -> str:
+    return f"INV-{number:06d}"
+
+
+def line_amount(line: NewLine) -> Decimal:
+    return (line.quantity * line.unit_price).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+# The largest amount the invoices table holds (NUMERIC(12, 2)).
+MAX_AMOUNT = Decimal("9999999999.99")
+
+
+def _invoice_amount(new: NewInvoice, lines: list[InvoiceLine]) -> Decimal:
+    """The amount billed: the lines' sum when there are lines, and then a given amount must
+    agree with it; "1000" and "1000.00" are one amount, stored and answered as "1000.00"."""
+    if not lines:
+        if new.amount is None:
+            raise InvalidInput("Give the amount, or lines to sum up", field="amount")
+        return new.amount.quantize(CENT)
+    total = sum((line.amount for line in lines), Decimal("0.00"))
+    if total > MAX_AMOUNT:
+        raise InvalidLines("The lines add up to more than an invoice can hold", field="lines")
+    if total <= 0:
+        raise InvalidLines("The lines add up to nothing", field="lines")
+    if new.amount is not None and new.amount.quantize(CENT) != total:
+        raise InvalidLines(
+            f"The amount differs from the sum of the lines ({money_text(total)})", field="amount"
+        )
+    return total
+
+
+async def invoice_lines(session: AsyncSession, invoice: Invoice) -> list[InvoiceLine]:
+    return list(await repository.invoice_lines(session, invoice.id))
+
+
 def _change_status(session: AsyncSession, invoice: Invoice, status: InvoiceStatus) -> None:
     previous = invoice.status
     invoice.status = status
+    invoice.version += 1
     payload = InvoiceStatusChanged(
         invoice_id=invoice.id,
         client_id=invoice.client_id,
@@ -381,3 +479,237 @@ def _read_position(position: dict[str, Any], query_id: str, read: Any) -> Any:
     except (KeyError, ValueError, TypeError):
         raise InvalidInput("The cursor is not one this API issued", field="cursor") from None
     return result
+
+
+# --- PDFs -------------------------------------------------------------------------------------
+
+# How long a request waits for another process rendering the same invoice.
+RENDER_WAIT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class PdfLocation:
+    """Where the PDF of the invoice as it is now is (or will be) stored."""
+
+    invoice: Invoice
+    owner: Owner | None
+    key: str
+    filename: str
+
+
+def _address(owner: Owner) -> tuple[str, ...]:
+    place = " ".join(part for part in (owner.postal_code, owner.city) if part)
+    parts = (owner.address_line1, owner.address_line2, place, owner.region, owner.country)
+    return tuple(part for part in parts if part)
+
+
+async def locate_pdf(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID, *, for_update: bool = False
+) -> PdfLocation:
+    """The key of the owner's invoice's PDF at its current version; 404 like the invoice."""
+    invoice = await repository.get_invoice(session, owner_id, invoice_id, for_update=for_update)
+    if invoice is None:
+        raise InvoiceNotFound()
+    owner = await session.get(Owner, owner_id)
+    # An owner whose profile has not arrived yet has version 0: its arrival renders anew.
+    version = pdf_version(invoice.version, owner.profile_version if owner else 0)
+    return PdfLocation(
+        invoice=invoice,
+        owner=owner,
+        key=pdf_key(owner_id, invoice.id, version),
+        filename=pdf_filename(invoice.number),
+    )
+
+
+async def invoice_document(session: AsyncSession, location: PdfLocation) -> InvoiceDocument:
+    invoice, owner = location.invoice, location.owner
+    client = await repository.get_client(session, invoice.owner_id, invoice.client_id)
+    lines = await invoice_lines(session, invoice)
+    shown = [
+        DocumentLine(line.description, line.quantity, line.unit_price, line.amount)
+        for line in lines
+    ] or [DocumentLine(invoice.description, Decimal(1), invoice.amount, invoice.amount)]
+    seller = (
+        Party(owner.name, owner.company_name, _address(owner), owner.email)
+        if owner is not None
+        else Party(None)
+    )
+    return InvoiceDocument(
+        number=invoice.number,
+        status=InvoiceStatus(invoice.status),
+        issue_date=invoice.created_at.date(),
+        due_date=invoice.due_date,
+        currency=invoice.currency,
+        total=invoice.amount,
+        seller=seller,
+        # The client's current name is on the invoice row; its email from the client.
+        client=Party(invoice.client_name, email=client.email if client else None),
+        lines=tuple(shown),
+    )
+
+
+async def ensure_pdf(
+    session: AsyncSession, renderer: PdfRenderer, location: PdfLocation
+) -> PdfObject:
+    """The stored PDF of this version, rendered and stored first if it is not yet.
+
+    One version is rendered once: in this process the renderer's lock per key makes a second
+    request wait for the first; across processes a named database lock does the same, and
+    whoever gets it second finds the PDF stored.
+    """
+    stored = await renderer.store.head(location.key)
+    if stored is not None:
+        return stored
+    document = await invoice_document(session, location)
+    async with renderer.key_lock(location.key):
+        lock_name = f"invoice-pdf:{location.invoice.id.hex}"
+        async with repository.named_lock(session, lock_name, RENDER_WAIT_SECONDS) as got:
+            if not got:
+                raise PdfBusy()
+            return await renderer.render_into_store(location.key, document)
+
+
+@dataclass(frozen=True)
+class PdfDownload:
+    """A stored PDF to send, or None as `chunks` when the client's copy is current (304)."""
+
+    stored: PdfObject
+    filename: str
+    chunks: AsyncIterator[bytes] | None
+
+
+async def download_pdf(
+    session: AsyncSession,
+    renderer: PdfRenderer,
+    owner_id: uuid.UUID,
+    invoice_id: uuid.UUID,
+    if_none_match: str | None,
+) -> PdfDownload:
+    """The invoice's PDF as it is now, rendered on first request of each version."""
+    location = await locate_pdf(session, owner_id, invoice_id)
+    if if_none_match:
+        stored = await renderer.store.head(location.key)
+        if stored is not None and etag_matches(if_none_match, stored.etag):
+            return PdfDownload(stored, location.filename, None)
+    found = await renderer.store.read(location.key)
+    if found is None:
+        await ensure_pdf(session, renderer, location)
+        found = await renderer.store.read(location.key)
+        if found is None:  # deleted from the bucket in between: nothing sane to do but retry
+            raise PdfBusy()
+    stored, chunks = found
+    if if_none_match and etag_matches(if_none_match, stored.etag):
+        return PdfDownload(stored, location.filename, None)
+    return PdfDownload(stored, location.filename, chunks)
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison of If-None-Match's list (or `*`) with the ETag."""
+    if if_none_match.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    to: str | None
+    message: str | None
+    fee_amount: Decimal
+    fee_currency: str
+
+
+async def send_invoice(
+    session: AsyncSession,
+    renderer: PdfRenderer,
+    payments: PaymentClient,
+    access_token: str,
+    owner_id: uuid.UUID,
+    invoice_id: uuid.UUID,
+    request: SendRequest,
+) -> InvoiceSend:
+    """Email the invoice: its PDF stored, the fee taken, then the send and its event
+    committed together. Commits itself, unlike the other operations: when the commit fails
+    after the fee was taken, the fee is given back before the error reaches the user.
+
+    The invoice's row is locked from before the fee is taken until the commit, so it cannot
+    be voided (or change) between the check and the send.
+    """
+    location = await locate_pdf(session, owner_id, invoice_id, for_update=True)
+    invoice = location.invoice
+    if invoice.status == InvoiceStatus.VOID:
+        raise InvoiceNotSendable(invoice.status)
+    stored = await ensure_pdf(session, renderer, location)
+    client = await repository.get_client(session, owner_id, invoice.client_id)
+    owner = location.owner
+    sender_name = (owner and (owner.company_name or owner.name or owner.email)) or "Ledgerline"
+    send = InvoiceSend(
+        id=uuid7(),
+        owner_id=owner_id,
+        invoice_id=invoice.id,
+        recipient_email=request.to or (client.email if client else ""),
+        message=request.message,
+        pdf_key=stored.key,
+        fee_amount=request.fee_amount.quantize(CENT),
+        fee_currency=request.fee_currency,
+        created_at=utcnow(),
+    )
+    send.fee_reference = f"invoice-send:{send.id}"
+    await payments.debit_fee(
+        access_token,
+        send.fee_reference,
+        send.fee_amount,
+        send.fee_currency,
+        f"Emailing invoice {invoice.number}",
+    )
+    try:
+        session.add(send)
+        payload = InvoiceSendRequested(
+            send_id=send.id,
+            invoice_id=invoice.id,
+            owner_id=owner_id,
+            recipient=Recipient(email=send.recipient_email, name=invoice.client_name),
+            reply_to=owner.email if owner else None,
+            sender_name=sender_name,
+            subject=f"Invoice {invoice.number} from {sender_name}",
+            message=send.message,
+            invoice=SentInvoice(
+                number=invoice.number,
+                description=invoice.description,
+                amount=money_text(invoice.amount),
+                currency=invoice.currency,
+                due_date=invoice.due_date,
+                status=invoice.status,
+                client_name=invoice.client_name,
+            ),
+            pdf=StoredPdf(
+                bucket=renderer.store.bucket,
+                key=stored.key,
+                etag=stored.etag,
+                filename=location.filename,
+                size=stored.size,
+            ),
+            fee=SendFee(
+                reference=send.fee_reference,
+                amount=money_text(send.fee_amount),
+                currency=send.fee_currency,
+            ),
+            requested_at=send.created_at.replace(tzinfo=UTC),
+        )
+        add_event(
+            session,
+            OutboxMessage,
+            TOPIC,
+            new_event(SOURCE, INVOICE_SEND_REQUESTED, owner_id, payload),
+        )
+        await session.commit()
+    except BaseException:
+        # Nothing was recorded: the fee goes back (compensation), and the user may try again.
+        await session.rollback()
+        await payments.refund_fee(access_token, send.fee_reference)
+        raise
+    log.info("invoice_send_requested", send_id=str(send.id), invoice_id=str(invoice.id))
+    return send
