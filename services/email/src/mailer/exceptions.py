@@ -1,0 +1,18 @@
+"""Domain errors of the email service, each named after the fact it reports."""
+
+from common.errors import NotFound, ProblemError
+
+
+class MessageNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No email with this id")
+
+
+class WebhookRefused(ProblemError):
+    """A webhook whose signature, age or origin does not hold up: nothing was changed.
+
+    The detail names the check that failed, never the secret or the expected signature.
+    """
+
+    status = 403
+    title = "Webhook refused"
