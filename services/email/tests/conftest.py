@@ -2,12 +2,14 @@
 simulators and moto's server (S3 for the PDFs, SES) as real processes, the app, a
 dispatcher over the simulators, and a client."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.testing.identity import ISSUER, TestIssuer
 from common.testing.plugin import migrate_schema, temporary_database
 from common.testing.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, S3Server
-from common.testing.servers import MysqlServer
+from common.testing.servers import MysqlServer, free_port
 from mailer.config import EmailSettings
 from mailer.dispatcher import AttachmentStore, Dispatcher
 from mailer.main import create_app
@@ -187,3 +189,17 @@ def owner() -> uuid.UUID:
 @pytest.fixture
 def auth(test_issuer: TestIssuer, owner: uuid.UUID) -> dict[str, str]:
     return test_issuer.headers(owner)
+
+
+@pytest.fixture(scope="session")
+async def email_url(app: FastAPI) -> AsyncIterator[str]:
+    """The app on a real port, for the simulators' webhooks (its lifespan is already on)."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

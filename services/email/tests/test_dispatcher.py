@@ -378,3 +378,21 @@ async def test_smtp_sends_to_the_sink(
     await drain(make_dispatcher(order="smtp"))
     assert (await message(sessionmaker, send_id)).provider == "smtp"
     assert smtp_sink.counts().get(str(send_id)) == 1
+
+
+async def test_a_provider_whose_bounces_spike_goes_last(
+    sessionmaker: async_sessionmaker[AsyncSession], make_dispatcher: DispatcherFactory
+) -> None:
+    """Twenty carried, eight bounced (40% > 20%) in the window: smtp moves behind ses."""
+    dispatcher = make_dispatcher(order="smtp,ses")
+    await dispatcher.order.refresh(sessionmaker)
+    assert dispatcher.order.order() == ["smtp", "ses"]
+    async with sessionmaker() as session, session.begin():
+        for number in range(20):
+            message_id = uuid.uuid4()
+            session.add(StatusChange(message_id=message_id, status="sent", provider="smtp"))
+            if number < 8:
+                session.add(StatusChange(message_id=message_id, status="bounced", provider="smtp"))
+    dispatcher = make_dispatcher(order="smtp,ses")
+    await dispatcher.order.refresh(sessionmaker)
+    assert dispatcher.order.order() == ["ses", "smtp"]

@@ -502,8 +502,9 @@ def build_webhook(signer: Signer, spec: OneWebhook, base_url: str) -> tuple[byte
             "event-data": data,
         }
         if spec.forge == "altered":
-            payload["event-data"]["event"] = "delivered" if spec.event == "bounce" else "failed"
-            payload["event-data"]["severity"] = "permanent"
+            # Mailgun signs only timestamp + token, not the event: what can be altered and
+            # caught is a signed field.
+            payload["signature"]["timestamp"] = str(now + 1)
         return json.dumps(payload).encode(), {"Content-Type": "application/json"}
     # SES through SNS
     ses_event: dict[str, Any] = {
@@ -539,7 +540,8 @@ def build_webhook(signer: Signer, spec: OneWebhook, base_url: str) -> tuple[byte
         key_rsa.sign(canonical, padding.PKCS1v15(), hashes.SHA256())
     ).decode()
     if spec.forge == "altered":
-        message["Message"] = message["Message"].replace("Delivery", "Bounce")
+        swap = ('"Bounce"', '"Delivery"') if spec.event == "bounce" else ('"Delivery"', '"Bounce"')
+        message["Message"] = message["Message"].replace(*swap)
     return json.dumps(message).encode(), {"Content-Type": "text/plain; charset=UTF-8"}
 
 
