@@ -54,8 +54,9 @@ run: setup
 	@echo "Gateway:       http://127.0.0.1:$(GATEWAY_PORT)/  (every API, one address)"
 	@echo "Sign in:       http://127.0.0.1:$(GATEWAY_PORT)/api/auth/mock/login  (any name at the mock provider)"
 	@echo "Invoices:      http://127.0.0.1:$(GATEWAY_PORT)/api/invoices"
-	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)  http://127.0.0.1:8103/docs (payment)"
+	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)  http://127.0.0.1:8103/docs (payment)  http://127.0.0.1:8105/docs (email)"
 	@echo "FakePay:       http://127.0.0.1:9000/fakepay  (the card provider's simulator)"
+	@echo "Email:         providers' simulator http://127.0.0.1:9200/_control/messages, SMTP sink on 9025"
 	@echo "A token:       make token SUB=alice@example.com"
 	@echo
 	$(BIN)/honcho start -f deploy/local/Procfile -d .

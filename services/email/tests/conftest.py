@@ -191,6 +191,19 @@ def auth(test_issuer: TestIssuer, owner: uuid.UUID) -> dict[str, str]:
     return test_issuer.headers(owner)
 
 
+async def wait_for_port_async(host: str, port: int) -> None:
+    """Until something listens there (the server starts in this same event loop)."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                _reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            return
+
+
 @pytest.fixture(scope="session")
 async def email_url(app: FastAPI) -> AsyncIterator[str]:
     """The app on a real port, for the simulators' webhooks (its lifespan is already on)."""
@@ -198,8 +211,7 @@ async def email_url(app: FastAPI) -> AsyncIterator[str]:
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
+    await wait_for_port_async("127.0.0.1", port)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
