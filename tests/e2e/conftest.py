@@ -98,6 +98,7 @@ SERVICES = [
             "EMAIL_CURSOR_SECRET": "e2e-cursor-secret",
             "EMAIL_PROVIDERS": "smtp",
             "EMAIL_SMTP_PORT": "9",
+            "EMAIL_S3_ENDPOINT_URL": "http://127.0.0.1:9",
         },
         package="mailer",
     ),

@@ -215,3 +215,25 @@ async def email_url(app: FastAPI) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+SHARED_VARIABLES = {
+    "environment": "ENVIRONMENT",
+    "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "kafka_fetch_max_wait_ms": "KAFKA_FETCH_MAX_WAIT_MS",
+    "auth_jwks_url": "AUTH_JWKS_URL",
+    "auth_issuer": "AUTH_ISSUER",
+    "auth_audience": "AUTH_AUDIENCE",
+    "idempotency_secret": "IDEMPOTENCY_SECRET",
+}
+
+
+def environment_of(settings: EmailSettings) -> dict[str, str]:
+    """The variables that give a process of the service these settings."""
+    variables = {}
+    for name, value in settings:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        variables[SHARED_VARIABLES.get(name, f"EMAIL_{name.upper()}")] = text
+    return variables

@@ -1,5 +1,5 @@
 """Delivery webhooks: a signed report moves the status; a forged, altered, stale or replayed
-one is refused with 403 and changes nothing."""
+one is refused with 401 and changes nothing."""
 
 import asyncio
 import json
@@ -83,7 +83,7 @@ async def test_a_signed_report_moves_the_status_once(
 
     # The same request again, byte for byte: a replay.
     replayed = await asyncio.to_thread(simulators.replay, url, answer["sent"], answer["headers"])
-    assert replayed["status"] == 403
+    assert replayed["status"] == 401
     assert await statuses(sessionmaker, send_id) == history
 
 
@@ -112,8 +112,8 @@ async def test_a_forged_report_is_refused_and_changes_nothing(
         forge=forge,
     )
 
-    assert answer["status"] == 403, answer["body"]
-    assert json.loads(answer["body"])["status"] == 403
+    assert answer["status"] == 401, answer["body"]
+    assert json.loads(answer["body"])["status"] == 401
     assert await statuses(sessionmaker, send_id) == before
     assert (await message(sessionmaker, send_id)).status == "sent"
 
@@ -141,7 +141,7 @@ async def test_an_sns_certificate_from_elsewhere_is_refused(
     answer = await asyncio.to_thread(
         simulators.replay, f"{email_url}/webhooks/ses", json.dumps(body), signed["headers"]
     )
-    assert answer["status"] == 403
+    assert answer["status"] == 401
     assert (await message(sessionmaker, send_id)).status == "sent"
 
 
@@ -163,7 +163,7 @@ async def test_a_report_of_another_topic_is_refused(
         event="bounce",
         topic_arn="arn:aws:sns:us-east-1:999999999999:someone-elses",
     )
-    assert answer["status"] == 403
+    assert answer["status"] == 401
     assert (await message(sessionmaker, send_id)).status == "sent"
 
 
@@ -178,8 +178,8 @@ async def test_a_report_settles_an_attempt_in_doubt_without_a_second_send(
     """SES cannot be asked; its delivery report tells us it had the message after all."""
     send_id = await queue(sessionmaker, aws, owner)
     dispatcher = make_dispatcher(order="ses,sendgrid")
-    [_claim] = [c for c in await dispatcher.claim(100) if c.message_id == send_id]
-    attempt_id = await dispatcher._begin_attempt(send_id, "ses")
+    [claim] = [c for c in await dispatcher.claim(100) if c.message_id == send_id]
+    attempt_id = await dispatcher._begin_attempt(claim, "ses")
     assert attempt_id is not None
     mail = await dispatcher._mail(await message(sessionmaker, send_id))
     ses_id = await dispatcher.providers["ses"].send(mail)  # the worker dies here

@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("rounds", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(), nullable=False),
         sa.Column("lease_until", sa.DateTime(), nullable=True),
+        sa.Column("lease_token", sa.String(36), nullable=True),
         sa.Column("failure_reason", sa.String(200), nullable=True),
         sa.Column("requested_at", sa.DateTime(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),

@@ -19,8 +19,10 @@ How one message goes out (docs/email.md has the reasoning):
 """
 
 import asyncio
+import math
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -134,6 +136,14 @@ class ProviderOrder:
 class Claimed:
     message_id: uuid.UUID
     resumed: bool  # a lease ran out: the last attempt may need settling first
+    token: str = ""  # this claim's; a later claim by another worker replaces it
+
+
+def lease_end(seconds: float) -> datetime:
+    """A lease `seconds` long at the least. Times are stored to the second and `utcnow()`
+    drops the fraction, so the end is rounded up and one second added: a lease never runs
+    out before its holder's call is over."""
+    return utcnow() + timedelta(seconds=math.ceil(seconds) + 1)
 
 
 class Dispatcher:
@@ -149,11 +159,18 @@ class Dispatcher:
         self.settings = settings
         self.store = store
         self.order = ProviderOrder(settings, list(providers))
+        # Messages this worker is working on: never claimed again by it, whatever the lease.
+        self.holding: set[uuid.UUID] = set()
 
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and send until stop is set, up to `send_concurrency` messages at a time."""
+        # The blocking providers (SendGrid's library, boto3) run in threads: one for each
+        # message in flight, so a call never waits for a thread while its lease runs.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(self.settings.send_concurrency + 4, thread_name_prefix="send")
+        )
         active: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
@@ -192,15 +209,17 @@ class Dispatcher:
 
     async def claim(self, limit: int) -> list[Claimed]:
         now = utcnow()
-        lease = now + timedelta(seconds=self.settings.in_doubt_after_seconds)
+        lease = lease_end(self.settings.in_doubt_after_seconds)
         claimed = []
         async with self.sessionmaker() as session, session.begin():
-            for message in await repository.claim_due(session, now, limit):
+            for message in await repository.claim_due(session, now, limit, self.holding):
                 resumed = message.status == MessageStatus.SENDING
                 if not resumed:
                     service.change_status(session, message, MessageStatus.SENDING)
                 message.lease_until = lease
-                claimed.append(Claimed(message.id, resumed))
+                message.lease_token = str(uuid.uuid4())
+                claimed.append(Claimed(message.id, resumed, message.lease_token))
+        self.holding.update(item.message_id for item in claimed)
         return claimed
 
     async def deliver(self, item: Claimed) -> None:
@@ -209,11 +228,13 @@ class Dispatcher:
         except Exception as exc:
             # The lease runs out and another pass settles it: nothing is lost.
             log.exception("email_delivery_crashed", error_type=type(exc).__name__)
+        finally:
+            self.holding.discard(item.message_id)
 
     # --- one message ----------------------------------------------------------------------
 
     async def _deliver(self, item: Claimed) -> None:
-        if item.resumed and not await self._settle_last_attempt(item.message_id):
+        if item.resumed and not await self._settle_last_attempt(item):
             return
         async with self.sessionmaker() as session:
             message = await repository.get_message(session, item.message_id)
@@ -222,17 +243,17 @@ class Dispatcher:
         try:
             mail = await self._mail(message)
         except AttachmentGone as exc:
-            await self._fail(item.message_id, f"the invoice PDF is gone ({exc})")
+            await self._fail(item, f"the invoice PDF is gone ({exc})")
             return
         except AttachmentUnavailable as exc:
             log.warning("email_attachment_unavailable", error_type=str(exc))
-            await self._requeue(item.message_id, "object storage unavailable")
+            await self._requeue(item, "object storage unavailable")
             return
         for name in self.order.order():
-            outcome = await self._try(name, mail)
+            outcome = await self._try(item, name, mail)
             if outcome in ("accepted", "stop"):
                 return
-        await self._requeue(item.message_id, "no provider accepted it")
+        await self._requeue(item, "no provider accepted it")
 
     async def _mail(self, message: Message) -> OutgoingMail:
         attachments: tuple[Attachment, ...] = ()
@@ -254,7 +275,7 @@ class Dispatcher:
             attachments=attachments,
         )
 
-    async def _try(self, name: str, mail: OutgoingMail) -> str:
+    async def _try(self, item: Claimed, name: str, mail: OutgoingMail) -> str:
         """One provider: 'accepted', 'next' (nothing sent) or 'stop' (in doubt, refused, or
         the message is no longer ours)."""
         provider = self.providers[name]
@@ -262,11 +283,13 @@ class Dispatcher:
         attempt_id: int | None = None
         try:
             async with breaker:
-                attempt_id = await self._begin_attempt(mail.message_id, name)
+                attempt_id = await self._begin_attempt(item, name)
                 if attempt_id is None:
                     return "stop"
+                # The whole call within the timeout, so it is over before the lease is:
+                # an async call cancelled here sends nothing more.
                 provider_id = await asyncio.wait_for(
-                    provider.send(mail), self.settings.provider_timeout_seconds + 2
+                    provider.send(mail), self.settings.provider_timeout_seconds
                 )
         except OpenedState:
             return "next"
@@ -285,23 +308,33 @@ class Dispatcher:
         except MessageRefused as exc:
             assert attempt_id is not None
             await self._end_attempt(attempt_id, AttemptOutcome.REJECTED, exc.reason)
-            await self._fail(mail.message_id, exc.reason)
+            await self._fail(item, exc.reason)
             return "stop"
         await self._accepted(mail.message_id, attempt_id, name, provider_id)
         return "accepted"
 
     # --- transactions ---------------------------------------------------------------------
 
-    async def _begin_attempt(self, message_id: uuid.UUID, provider: str) -> int | None:
-        """Commit the attempt before the call; None when the message is no longer ours."""
+    async def _ours(self, session: AsyncSession, item: Claimed) -> Message | None:
+        """The message, locked, if this claim still holds it."""
+        message = await repository.lock_message(session, item.message_id)
+        if message is None or message.status != MessageStatus.SENDING:
+            return None
+        if message.lease_token != item.token:
+            return None  # another worker took it over
+        return message
+
+    async def _begin_attempt(self, item: Claimed, provider: str) -> int | None:
+        """Commit the attempt before the call, and a lease that outlasts the call; None when
+        the message is no longer ours."""
         now = utcnow()
         async with self.sessionmaker() as session, session.begin():
-            message = await repository.lock_message(session, message_id)
-            if message is None or message.status != MessageStatus.SENDING:
+            message = await self._ours(session, item)
+            if message is None:
                 return None
-            message.lease_until = now + timedelta(seconds=self.settings.in_doubt_after_seconds)
+            message.lease_until = lease_end(self.settings.in_doubt_after_seconds)
             attempt = Attempt(
-                message_id=message_id,
+                message_id=item.message_id,
                 provider=provider,
                 outcome=AttemptOutcome.PENDING,
                 started_at=now,
@@ -338,20 +371,22 @@ class Dispatcher:
             if message is None:
                 return
             message.lease_until = None
+            message.lease_token = None
             if message.status == MessageStatus.SENDING:
                 message.provider = provider
                 message.provider_message_id = provider_id or None
                 service.change_status(session, message, MessageStatus.SENT, provider=provider)
 
-    async def _requeue(self, message_id: uuid.UUID, reason: str) -> None:
+    async def _requeue(self, item: Claimed, reason: str) -> None:
         """No provider took it this round: wait and try again, or give up for good."""
         now = utcnow()
         async with self.sessionmaker() as session, session.begin():
-            message = await repository.lock_message(session, message_id)
-            if message is None or message.status != MessageStatus.SENDING:
+            message = await self._ours(session, item)
+            if message is None:
                 return
             message.rounds += 1
             message.lease_until = None
+            message.lease_token = None
             age = (now - message.created_at).total_seconds()
             if age >= self.settings.give_up_after_seconds:
                 service.change_status(
@@ -363,18 +398,20 @@ class Dispatcher:
             )
             service.change_status(session, message, MessageStatus.QUEUED, detail=reason)
 
-    async def _fail(self, message_id: uuid.UUID, reason: str) -> None:
+    async def _fail(self, item: Claimed, reason: str) -> None:
         async with self.sessionmaker() as session, session.begin():
-            message = await repository.lock_message(session, message_id)
-            if message is None or message.status != MessageStatus.SENDING:
+            message = await self._ours(session, item)
+            if message is None:
                 return
             message.lease_until = None
+            message.lease_token = None
             service.change_status(session, message, MessageStatus.FAILED, detail=reason)
 
     # --- settling an attempt in doubt -------------------------------------------------------
 
-    async def _settle_last_attempt(self, message_id: uuid.UUID) -> bool:
+    async def _settle_last_attempt(self, item: Claimed) -> bool:
         """Settle the attempt a lapsed lease left open; True when the message may be sent."""
+        message_id = item.message_id
         async with self.sessionmaker() as session:
             attempt = await repository.last_attempt(session, message_id)
         if attempt is None or attempt.outcome not in (
@@ -385,11 +422,12 @@ class Dispatcher:
         provider = self.providers.get(attempt.provider)
         now = utcnow()
         if provider is None or not provider.can_lookup:
+            # One second more: started_at was stored without its fraction.
             waited_until = attempt.started_at + timedelta(
-                seconds=self.settings.unverifiable_wait_seconds
+                seconds=math.ceil(self.settings.unverifiable_wait_seconds) + 1
             )
             if now < waited_until:
-                await self._hold(message_id, waited_until)
+                await self._hold(item, waited_until)
                 return False
             await self._end_attempt(
                 attempt.id, AttemptOutcome.NOT_FOUND, "no delivery report within the wait"
@@ -399,9 +437,7 @@ class Dispatcher:
             found = await provider.lookup(message_id)
         except (LookupUnavailable, ProviderError) as exc:
             log.warning("email_lookup_failed", provider=attempt.provider, detail=str(exc))
-            await self._hold(
-                message_id, now + timedelta(seconds=self.settings.in_doubt_after_seconds)
-            )
+            await self._hold(item, lease_end(self.settings.in_doubt_after_seconds))
             return False
         if found is None:
             await self._end_attempt(
@@ -411,8 +447,9 @@ class Dispatcher:
         await self._accepted(message_id, attempt.id, attempt.provider, found)
         return False
 
-    async def _hold(self, message_id: uuid.UUID, until: datetime) -> None:
+    async def _hold(self, item: Claimed, until: datetime) -> None:
+        """Keep the message sending, untouched until then (another worker may take it then)."""
         async with self.sessionmaker() as session, session.begin():
-            message = await repository.lock_message(session, message_id)
-            if message is not None and message.status == MessageStatus.SENDING:
+            message = await self._ours(session, item)
+            if message is not None:
                 message.lease_until = until

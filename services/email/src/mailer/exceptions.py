@@ -11,8 +11,10 @@ class MessageNotFound(NotFound):
 class WebhookRefused(ProblemError):
     """A webhook whose signature, age or origin does not hold up: nothing was changed.
 
-    The detail names the check that failed, never the secret or the expected signature.
+    401: the sender could not prove it is the provider (a webhook carries no token; its
+    signature is its credential). The detail names the check that failed, never the secret
+    or the expected signature.
     """
 
-    status = 403
+    status = 401
     title = "Webhook refused"

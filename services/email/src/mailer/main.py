@@ -21,7 +21,7 @@ email id answers 404 exactly like a missing one.
 
 `/webhooks/...` receives the providers' delivery reports (SendGrid, Mailgun, Amazon SES
 through SNS). They carry no token: each is verified by its provider's signature, and a
-forged, altered, stale or replayed one is refused with 403 and changes nothing.
+forged, altered, stale or replayed one is refused with 401 and changes nothing.
 """
 
 

@@ -118,6 +118,9 @@ class Message(Base):
     # While set and in the future, one worker holds the message; after it, any worker may
     # take it over (the holder died or its call is in doubt) and settles the last attempt.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Whose claim it is: a worker whose lease was taken over finds another token here and
+    # touches the message no more.
+    lease_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     requested_at: Mapped[datetime] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,7 +1,7 @@
 """Queries of the email service; they flush at most, the caller commits."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
@@ -62,9 +62,11 @@ async def history(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> li
     return list((await session.scalars(query)).all())
 
 
-async def claim_due(session: AsyncSession, now: datetime, limit: int) -> Sequence[Message]:
+async def claim_due(
+    session: AsyncSession, now: datetime, limit: int, held: Collection[uuid.UUID] = ()
+) -> Sequence[Message]:
     """Messages waiting for a provider, or held by a lease that ran out; locked, and skipped
-    when another worker has them locked."""
+    when another worker has them locked. `held`: this worker's own, never taken again."""
     query = (
         select(Message)
         .where(
@@ -77,6 +79,8 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int) -> Sequenc
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if held:
+        query = query.where(Message.id.not_in(list(held)))
     return (await session.scalars(query)).all()
 
 

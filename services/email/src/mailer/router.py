@@ -26,7 +26,7 @@ def _problem(description: str) -> dict[str, Any]:
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _problem("No such email for this user")}
 REFUSED: dict[int | str, dict[str, Any]] = {
-    403: _problem(
+    401: _problem(
         "The signature, timestamp or origin does not hold up, or the webhook was received "
         "before (a replay); nothing was changed"
     )

@@ -254,6 +254,7 @@ async def apply_report(session: AsyncSession, report: DeliveryReport) -> bool:
         message.provider = report.provider
         message.provider_message_id = message.provider_message_id or report.provider_message_id
         message.lease_until = None
+        message.lease_token = None
         if message.status == MessageStatus.QUEUED:
             change_status(session, message, MessageStatus.SENDING, provider=report.provider)
         if report.status != MessageStatus.SENT:

@@ -1,5 +1,5 @@
 """Delivery webhooks: each verified before anything is read from it, then parsed into
-reports. A forged, altered, stale or replayed webhook raises WebhookRefused (403) and
+reports. A forged, altered, stale or replayed webhook raises WebhookRefused (401) and
 changes nothing.
 
 - SendGrid's signed event webhook: ECDSA P-256 over SHA-256 of the timestamp header followed
