@@ -135,6 +135,15 @@ class MailProviders:
         self.signer = Signer()
         self.base_url = ""
         self.tasks: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One client for every webhook posted: a client per post would cost its TLS set-up
+        each time, and slow down the simulated providers under load."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=10)
+        return self._http
 
     def take_fault(self, provider: str, recipient: str) -> Fault | None:
         for fault in self.faults:
@@ -423,8 +432,7 @@ def create_app() -> FastAPI:
         """Post one signed (or forged) webhook to the email service; its answer comes back."""
         base = str(request.base_url).rstrip("/")
         body, headers = build_webhook(state.signer, spec, base)
-        async with httpx.AsyncClient() as client:
-            answer = await client.post(spec.url, content=body, headers=headers, timeout=10)
+        answer = await state.http.post(spec.url, content=body, headers=headers)
         return {
             "status": answer.status_code,
             "body": answer.text,
@@ -436,10 +444,9 @@ def create_app() -> FastAPI:
     async def replay(request: Request) -> dict[str, Any]:
         """Post exactly what was sent before (body and headers), as an attacker replays it."""
         spec = await request.json()
-        async with httpx.AsyncClient() as client:
-            answer = await client.post(
-                spec["url"], content=spec["body"].encode(), headers=spec["headers"], timeout=10
-            )
+        answer = await state.http.post(
+            spec["url"], content=spec["body"].encode(), headers=spec["headers"]
+        )
         return {"status": answer.status_code, "body": answer.text}
 
     return app
@@ -567,8 +574,7 @@ async def _report(
     body, headers = build_webhook(state.signer, spec, state.base_url)
     for attempt in range(5):
         try:
-            async with httpx.AsyncClient() as client:
-                answer = await client.post(spec.url, content=body, headers=headers, timeout=10)
+            answer = await state.http.post(spec.url, content=body, headers=headers)
             if answer.status_code < 500:
                 return
         except httpx.HTTPError:
