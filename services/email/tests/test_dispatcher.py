@@ -4,7 +4,7 @@ asking the provider, waiting through outages, and giving up (with the fee's refu
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -396,3 +396,57 @@ async def test_a_provider_whose_bounces_spike_goes_last(
     dispatcher = make_dispatcher(order="smtp,ses")
     await dispatcher.order.refresh(sessionmaker)
     assert dispatcher.order.order() == ["ses", "smtp"]
+
+
+async def test_a_worker_whose_lease_was_taken_over_sends_nothing(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    aws: S3Server,
+    make_dispatcher: DispatcherFactory,
+    owner: uuid.UUID,
+) -> None:
+    """A stalled worker wakes up after another took its message over: it must stop."""
+    send_id = await queue(sessionmaker, aws, owner)
+    stalled, other = make_dispatcher(), make_dispatcher()
+    [first] = [c for c in await stalled.claim(100) if c.message_id == send_id]
+    await expire_lease(sessionmaker, send_id)
+    [second] = [c for c in await other.claim(100) if c.message_id == send_id]
+    assert second.resumed
+
+    assert await stalled._begin_attempt(first, "sendgrid") is None
+    assert await other._begin_attempt(second, "sendgrid") is not None
+
+
+async def test_a_worker_never_claims_again_what_it_is_sending(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    aws: S3Server,
+    make_dispatcher: DispatcherFactory,
+    owner: uuid.UUID,
+) -> None:
+    send_id = await queue(sessionmaker, aws, owner)
+    dispatcher = make_dispatcher()
+    assert send_id in [c.message_id for c in await dispatcher.claim(100)]
+    await expire_lease(sessionmaker, send_id)
+    assert send_id not in [c.message_id for c in await dispatcher.claim(100)]
+    dispatcher.holding.clear()  # its call is over
+    assert send_id in [c.message_id for c in await dispatcher.claim(100)]
+
+
+async def test_a_lease_outlasts_the_call_however_the_clock_is_rounded(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    aws: S3Server,
+    make_dispatcher: DispatcherFactory,
+    owner: uuid.UUID,
+) -> None:
+    """Stored times have no fraction: the lease must still reach past timeout + grace."""
+    send_id = await queue(sessionmaker, aws, owner)
+    dispatcher = make_dispatcher(provider_timeout_seconds=1.0, in_doubt_grace_seconds=0.5)
+    for _ in range(5):  # a few fractions of a second
+        claimed_at = datetime.now(UTC).replace(tzinfo=None)
+        [claim] = [c for c in await dispatcher.claim(100) if c.message_id == send_id]
+        held = await message(sessionmaker, send_id)
+        assert held.lease_until is not None
+        assert held.lease_until >= claimed_at + timedelta(seconds=1.5)
+        await expire_lease(sessionmaker, send_id)
+        dispatcher.holding.clear()
+        await asyncio.sleep(0.27)
+        assert claim.token
