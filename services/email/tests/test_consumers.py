@@ -69,3 +69,24 @@ async def test_other_payment_failures_are_ignored(
     await handle(sessionmaker, payment_failed(owner, kind="invoice"))
     await handle(sessionmaker, payment_failed(owner, kind="topup"))
     assert await count(sessionmaker, owner) == 0
+
+
+async def test_line_breaks_in_headers_become_spaces(
+    sessionmaker: async_sessionmaker[AsyncSession], aws: S3Server, owner: uuid.UUID
+) -> None:
+    """A subject with a line break would inject a header: it is kept on one line."""
+    send_id = uuid.uuid4()
+    pdf = put_pdf(aws, f"{owner}/{send_id}/INV-0001.pdf")
+    event = send_requested(
+        owner,
+        pdf,
+        send_id=send_id,
+        subject="Invoice\r\nBcc: victim@example.com",
+        sender_name="A\nB",
+    )
+    await handle(sessionmaker, event)
+    async with sessionmaker() as session:
+        queued = await session.get(Message, send_id)
+    assert queued is not None
+    assert queued.subject == "Invoice Bcc: victim@example.com"
+    assert queued.sender_name == "A B"

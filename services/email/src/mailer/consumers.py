@@ -58,7 +58,7 @@ class InvoiceSendRequested(BaseModel):
     invoice_id: uuid.UUID
     owner_id: uuid.UUID
     recipient: Recipient
-    reply_to: str | None
+    reply_to: EmailStr | None
     sender_name: str
     subject: str
     message: str | None
@@ -81,6 +81,12 @@ class PaymentFailed(BaseModel):
     payment_id: uuid.UUID | None = None
 
 
+def one_line(text: str) -> str:
+    """A header's value on one line: a line break in a subject or a name would end the
+    header (and is refused by the MIME writer), so it becomes a space."""
+    return " ".join(text.split())
+
+
 async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
     request = InvoiceSendRequested.model_validate(event.data)
     body = compose.invoice_body(
@@ -100,10 +106,10 @@ async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
             owner_id=request.owner_id,
             invoice_id=request.invoice_id,
             recipient_email=str(request.recipient.email),
-            recipient_name=request.recipient.name,
-            reply_to=request.reply_to,
-            sender_name=request.sender_name,
-            subject=request.subject,
+            recipient_name=one_line(request.recipient.name),
+            reply_to=str(request.reply_to) if request.reply_to else None,
+            sender_name=one_line(request.sender_name),
+            subject=one_line(request.subject),
             body=body,
             pdf_bucket=request.pdf.bucket,
             pdf_key=request.pdf.key,
@@ -142,7 +148,7 @@ async def on_payment_failed(session: AsyncSession, event: CloudEvent) -> None:
             invoice_id=failed.invoice_id,
             kind=MessageKind.PAYMENT_FAILED,
             recipient_email=str(failed.client_email),
-            recipient_name=name,
+            recipient_name=one_line(name),
             sender_name=settings.platform_name,
             subject="Your automatic payment could not be taken",
             body=body,
