@@ -8,11 +8,13 @@ round measuring all of them in turn, medians over rounds:
 - floor: the same requests (same body, same PDF) posted straight to the simulator with
   httpx at the same concurrency: no database, no S3, no bookkeeping;
 - healthy: the first provider (SendGrid) takes everything;
+- Mailgun alone: Mailgun first and healthy, the path failover ends on, without a failure;
 - failover: the first provider answers 500 to everything; its circuit breaker opens after
   `breaker_threshold` failures, and the second (Mailgun) carries the rest;
 - failover without a breaker: the same, each message paying its failed call first.
 
-Ratios are against `healthy`, measured in the same run. Run with the project's virtual
+Ratios are against `healthy`, measured in the same run; failover's own cost is its ratio to
+`Mailgun alone`. Run with the project's virtual
 environment: `make bench` (after the others) or
 `.venv/bin/python scripts/bench_email.py [--messages N] [--rounds R] [--output FILE]`. It needs
 the local MariaDB as root without a password; it creates and drops a schema `email_bench_*`.
@@ -57,6 +59,7 @@ CONCURRENCY = 16
 class Round:
     floor: float
     healthy: float
+    mailgun: float
     failover: float
     no_breaker: float
 
@@ -211,11 +214,14 @@ async def run(args: argparse.Namespace) -> str:
                     say(f"round {number + 1} of {args.rounds}")
                     floor = args.messages / await floor_round(base, args.messages)
                     healthy = await measured(base, fail_first=False)
+                    mailgun = await measured(
+                        base.model_copy(update={"providers": "mailgun"}), fail_first=False
+                    )
                     failover = await measured(base, fail_first=True)
                     no_breaker = await measured(
                         base.model_copy(update={"breaker_threshold": 10**9}), fail_first=True
                     )
-                    rounds.append(Round(floor, healthy, failover, no_breaker))
+                    rounds.append(Round(floor, healthy, mailgun, failover, no_breaker))
             await engine.dispose()
     return render(args, rounds, time.perf_counter() - started)
 
@@ -226,8 +232,9 @@ def render(args: argparse.Namespace, rounds: list[Round], elapsed: float) -> str
 
     healthy = med(lambda r: r.healthy)
     rows = [
-        ("floor: the same posts from httpx alone", med(lambda r: r.floor)),
+        ("floor: the same Mailgun posts from httpx alone", med(lambda r: r.floor)),
         ("healthy: SendGrid takes all", healthy),
+        ("Mailgun alone, healthy", med(lambda r: r.mailgun)),
         ("failover: SendGrid 500s, breaker on, Mailgun carries", med(lambda r: r.failover)),
         ("failover without a breaker", med(lambda r: r.no_breaker)),
     ]
@@ -244,8 +251,8 @@ def render(args: argparse.Namespace, rounds: list[Round], elapsed: float) -> str
         "",
         "Per round (emails/s): "
         + "; ".join(
-            f"floor {r.floor:.0f}, healthy {r.healthy:.0f}, failover {r.failover:.0f}, "
-            f"no breaker {r.no_breaker:.0f}"
+            f"floor {r.floor:.0f}, healthy {r.healthy:.0f}, Mailgun {r.mailgun:.0f}, "
+            f"failover {r.failover:.0f}, no breaker {r.no_breaker:.0f}"
             for r in rounds
         ),
     ]
