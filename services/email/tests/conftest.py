@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.testing.identity import ISSUER, TestIssuer
@@ -21,6 +22,7 @@ from common.testing.servers import MysqlServer, free_port
 from mailer.config import EmailSettings
 from mailer.dispatcher import AttachmentStore, Dispatcher
 from mailer.main import create_app
+from mailer.models import Message
 from mailer.providers import EmailProvider, create_providers
 from simulators.mail_testing import MailProvidersServer, SmtpSinkServer
 
@@ -237,3 +239,19 @@ def environment_of(settings: EmailSettings) -> dict[str, str]:
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         variables[SHARED_VARIABLES.get(name, f"EMAIL_{name.upper()}")] = text
     return variables
+
+
+@pytest.fixture(autouse=True)
+async def no_leftovers(request: pytest.FixtureRequest) -> None:
+    """Messages earlier tests left queued would be sent by this test's dispatcher, using up
+    its faults and its breaker's count: they are put out of reach (the fault run has a
+    database of its own)."""
+    if "sessionmaker" not in request.fixturenames:
+        return
+    factory: async_sessionmaker[AsyncSession] = request.getfixturevalue("sessionmaker")
+    async with factory() as session, session.begin():
+        await session.execute(
+            update(Message)
+            .where(Message.status.in_(["queued", "sending"]))
+            .values(status="failed", lease_until=None, failure_reason="left by an earlier test")
+        )
