@@ -77,4 +77,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 
 # A shell only to put the service's name into the app's import path; `exec` then replaces it,
 # so uvicorn is PID 1 and receives the container's SIGTERM itself.
-CMD ["sh", "-c", "exec uvicorn --factory \"${LEDGERLINE_SERVICE}.main:create_app\" --host 0.0.0.0 --port 8000 --proxy-headers"]
+# LEDGERLINE_MODULE, when set, names a package that differs from its folder (the email
+# service's is `mailer`: `email` is the standard library's).
+CMD ["sh", "-c", "exec uvicorn --factory \"${LEDGERLINE_MODULE:-$LEDGERLINE_SERVICE}.main:create_app\" --host 0.0.0.0 --port 8000 --proxy-headers"]

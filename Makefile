@@ -19,7 +19,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
-	@echo "make bench  - the listing, events and PDF benchmarks (docs/benchmarks.md)"
+	@echo "make bench  - the listing, events, PDF and email benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
@@ -65,8 +65,9 @@ run: setup
 	@echo "Gateway:       http://127.0.0.1:$(GATEWAY_PORT)/  (every API, one address)"
 	@echo "Sign in:       http://127.0.0.1:$(GATEWAY_PORT)/api/auth/mock/login  (any name at the mock provider)"
 	@echo "Invoices:      http://127.0.0.1:$(GATEWAY_PORT)/api/invoices"
-	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)  http://127.0.0.1:8103/docs (payment)"
+	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)  http://127.0.0.1:8103/docs (payment)  http://127.0.0.1:8105/docs (email)"
 	@echo "FakePay:       http://127.0.0.1:9000/fakepay  (the card provider's simulator)"
+	@echo "Email:         providers' simulator http://127.0.0.1:9200/_control/messages, SMTP sink on 9025"
 	@echo "A token:       make token SUB=alice@example.com"
 	@echo
 	$(BIN)/honcho start -f deploy/local/Procfile -d .
@@ -130,6 +131,7 @@ bench: setup wrk
 	$(BIN)/python scripts/bench_listing.py
 	$(BIN)/python scripts/bench_events.py
 	$(BIN)/python scripts/bench_pdf.py
+	$(BIN)/python scripts/bench_email.py
 
 # The PDF benchmark alone (docs/benchmarks.md): render and cached-download latency.
 .PHONY: bench-pdf

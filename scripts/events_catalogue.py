@@ -15,6 +15,7 @@ import importlib
 import json
 import re
 import sys
+import tomllib
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,17 +59,26 @@ def find_services(root: Path = ROOT) -> list[str]:
     )
 
 
+def package_of(service: str) -> str:
+    """The service's Python package: the folder's name unless its pyproject names another
+    (the email service's is `mailer`: `email` is the standard library's)."""
+    project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
+    backend = project.get("tool", {}).get("uv", {}).get("build-backend", {})
+    return str(backend.get("module-name", service))
+
+
 def import_module(service: str, name: str) -> types.ModuleType | None:
     """The service's module `name`, or None when the service has no such file."""
-    path = ROOT / "services" / service / "src" / service / f"{name}.py"
+    package = package_of(service)
+    path = ROOT / "services" / service / "src" / package / f"{name}.py"
     if not path.is_file():
         return None
     try:
-        return importlib.import_module(f"{service}.{name}")
+        return importlib.import_module(f"{package}.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name == service:
+        if exc.name == package:
             raise CatalogueError(
-                f"the package {service!r} is not installed: run this with the project's "
+                f"the package {package!r} is not installed: run this with the project's "
                 "virtual environment (.venv/bin/python), after `make setup`"
             ) from exc
         raise
@@ -78,7 +88,7 @@ def load_producer(service: str) -> Producer | None:
     module = import_module(service, "events")
     if module is None:
         return None
-    where = f"services/{service}/src/{service}/events.py"
+    where = f"services/{service}/src/{package_of(service)}/events.py"
     missing = [name for name in ("TOPIC", "SOURCE", "EVENTS") if not hasattr(module, name)]
     if missing:
         raise CatalogueError(
@@ -114,7 +124,7 @@ def load_consumer(service: str) -> Consumer | None:
     module = import_module(service, "consumers")
     if module is None:
         return None
-    where = f"services/{service}/src/{service}/consumers.py"
+    where = f"services/{service}/src/{package_of(service)}/consumers.py"
     missing = [n for n in ("CONSUMER_GROUP", "TOPICS", "HANDLERS") if not hasattr(module, n)]
     if missing:
         raise CatalogueError(f"{where} has no {', '.join(missing)}")

@@ -15,6 +15,7 @@ No server is started: these read the files.
 """
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ SERVICES = sorted(folder.name for folder in SERVICES_DIR.iterdir() if is_service
 PLACEHOLDERS = sorted(
     folder.name for folder in SERVICES_DIR.iterdir() if folder.is_dir() and not is_service(folder)
 )
+
+
+def module_of(service: str) -> str:
+    """The service's Python package: its folder's name unless its pyproject names another
+    (the email service's is `mailer`, as `email` is the standard library's)."""
+    project = tomllib.loads((SERVICES_DIR / service / "pyproject.toml").read_text())
+    backend = project.get("tool", {}).get("uv", {}).get("build-backend", {})
+    return str(backend.get("module-name", service))
 
 
 def compose() -> dict[str, Any]:
@@ -104,8 +113,9 @@ def test_a_folder_without_pyproject_is_not_a_service_yet(placeholder: str) -> No
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_name_fits_every_place_it_is_used(service: str) -> None:
-    # It is the Python module, the env prefix, the schema <name>_svc (its "_" is escaped in
-    # the init script's GRANT), and part of container and nginx upstream names.
+    # It is the Python module (unless its pyproject names another), the env prefix, the schema
+    # <name>_svc (its "_" is escaped in the init script's GRANT), and part of container and
+    # nginx upstream names.
     assert re.fullmatch(r"[a-z][a-z0-9]*", service), (
         f"services/{service}: a service's folder name is lower-case letters and digits"
     )
@@ -133,7 +143,14 @@ def test_compose_runs_the_service(service: str) -> None:
             f"{service}-{role} needs {prefix}_DATABASE_URL on the {service}_svc schema"
         )
     assert f"services/{service}/alembic.ini" in " ".join(services[f"{service}-migrate"]["command"])
-    assert services[f"{service}-worker"]["command"] == ["python", "-m", f"{service}.worker"]
+    module = module_of(service)
+    assert services[f"{service}-worker"]["command"] == ["python", "-m", f"{module}.worker"]
+    if module != service:
+        # The image's default command serves <LEDGERLINE_MODULE or SERVICE>.main.
+        api_environment = services[f"{service}-api"].get("environment", {})
+        assert api_environment.get("LEDGERLINE_MODULE") == module, (
+            f"{service}-api needs LEDGERLINE_MODULE={module} to serve {module}.main"
+        )
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -30,13 +30,20 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 @dataclass(frozen=True)
 class Service:
     """One service of the suite, run the way every service is laid out: the API is
-    `<name>.main:create_app`, the worker `python -m <name>.worker`, the schema is named by
+    `<module>.main:create_app`, the worker `python -m <module>.worker` (the module is the
+    name unless `package` says otherwise), the schema is named by
     `<NAME>_DATABASE_URL` and migrated with `services/<name>/alembic.ini`, and the gateway
     reaches it through `GatewayConfig.<name>_upstream`."""
 
     name: str
     # The service's own variables, given the suite's addresses (see `Addresses`).
     settings: Callable[["Addresses"], dict[str, str]] = lambda _: {}
+    # The Python package, when it is not the folder's name (email's is `mailer`).
+    package: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.package or self.name
 
     @property
     def prefix(self) -> str:
@@ -83,6 +90,18 @@ SERVICES = [
             "PAYMENT_CURSOR_SECRET": "e2e-cursor-secret",
             "PAYMENT_FAKEPAY_URL": f"{at.fakepay}/fakepay",
         },
+    ),
+    Service(
+        "email",
+        # No provider listens in this suite (the email service's own tests run the
+        # simulators): its worker keeps messages queued, as it would through an outage.
+        lambda at: {
+            "EMAIL_CURSOR_SECRET": "e2e-cursor-secret",
+            "EMAIL_PROVIDERS": "smtp",
+            "EMAIL_SMTP_PORT": "9",
+            "EMAIL_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+        },
+        package="mailer",
     ),
 ]
 
@@ -212,9 +231,9 @@ def suite(
                 f"{service.prefix}_DATABASE_URL": databases[service.name],
                 **service.settings(at),
             }
-            api = uvicorn(f"{service.name}.main:create_app", api_ports[service.name])
+            api = uvicorn(f"{service.module}.main:create_app", api_ports[service.name])
             processes.start(f"{service.name}-api", api, env)
-            worker = [sys.executable, "-m", f"{service.name}.worker"]
+            worker = [sys.executable, "-m", f"{service.module}.worker"]
             processes.start(f"{service.name}-worker", worker, env)
         for port in (ports["provider"], ports["fakepay"], *api_ports.values()):
             # Generous: a dozen Python processes start at once on a small, shared machine.

@@ -23,6 +23,9 @@ PROTECTED = [
     ("GET", "/api/payments"),
     ("GET", "/api/wallet"),
     ("POST", "/api/wallet/topups"),
+    ("GET", "/api/emails"),
+    ("GET", "/api/emails/0197a0b2-0000-7000-8000-000000000000"),
+    ("GET", "/api/invoices/0197a0b2-0000-7000-8000-000000000000/emails"),
 ]
 CARD = {"number": "1234 5656 7822 5678", "expiry": "01-2040", "name": "Work Card"}
 # A body each POST would take from a valid token, so only the token is wrong.
@@ -95,6 +98,7 @@ async def test_every_service_refuses_forged_tokens(
     assert clients.json()["items"] == []
     assert (await victim.api.get("/api/payments")).json()["items"] == []
     assert (await victim.api.get("/api/wallet")).json()["balances"] == []
+    assert (await victim.api.get("/api/emails")).json()["items"] == []
 
 
 async def test_forged_tokens_neither_download_nor_send_the_victims_invoice(

@@ -5,11 +5,14 @@ The endpoint list is read from each service's OpenAPI document, so a new endpoin
 this suite until it is classified here and its isolation shown.
 """
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 
+from common.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent
+from common.kafka import create_producer, ensure_topics
 from simulators.testing import FakePayControl
 
 from .conftest import Suite
@@ -17,6 +20,10 @@ from .conftest import Suite
 INTERNAL = (
     "not routed by the gateway (shown below); the caller's token decides the owner, and "
     "another owner's data is out of reach as through the API (shown below)"
+)
+WEBHOOK = (
+    "no token: a provider's signed report, reads nothing back; a forged one changes nothing "
+    "(shown below, and in services/email/tests/test_webhooks.py per provider)"
 )
 CARD = {"number": "1234 5656 7822 5678", "expiry": "01-2040", "name": "Work Card"}
 
@@ -53,6 +60,12 @@ ENDPOINTS: dict[tuple[str, str, str], str] = {
     ("payment", "POST", "/internal/invoice-payments"): INTERNAL,
     ("payment", "POST", "/internal/wallet/debits"): INTERNAL,
     ("payment", "POST", "/internal/wallet/refunds"): INTERNAL,
+    ("email", "GET", "/api/emails"): "shown below",
+    ("email", "GET", "/api/emails/{email_id}"): "shown below",
+    ("email", "GET", "/api/invoices/{invoice_id}/emails"): "shown below",
+    ("email", "POST", "/webhooks/sendgrid"): WEBHOOK,
+    ("email", "POST", "/webhooks/mailgun"): WEBHOOK,
+    ("email", "POST", "/webhooks/ses"): WEBHOOK,
 }
 HEALTH = {("GET", "/health/live"), ("GET", "/health/ready")}
 
@@ -267,3 +280,93 @@ async def test_a_second_user_cannot_reach_the_first_users_payments_or_wallet(
         for path in ("/api/payments", "/api/wallet", "/api/wallet/transactions")
     ] == alice_before
     assert (await alice.api.get(f"/invoice/{pending['id']}")).json()["invoiceStatus"] == "PENDING"
+
+
+async def request_email(suite: Suite, owner_id: str) -> tuple[str, str]:
+    """An invoice email asked for as the invoice service asks: invoice.send_requested on
+    invoice.events. The send id and the invoice id."""
+    send_id, invoice_id = str(uuid.uuid4()), str(uuid.uuid4())
+    event = CloudEvent(
+        source="/services/invoice",
+        type="invoice.send_requested",
+        subject=owner_id,
+        data={
+            "send_id": send_id,
+            "invoice_id": invoice_id,
+            "owner_id": owner_id,
+            "recipient": {"email": "client@example.com", "name": "Client"},
+            "reply_to": None,
+            "sender_name": "Alice",
+            "subject": "Invoice INV-7",
+            "message": None,
+            "invoice": {
+                "number": "INV-7",
+                "description": "Audit",
+                "amount": "80.00",
+                "currency": "USD",
+                "due_date": "2026-12-31",
+                "status": "PENDING",
+                "client_name": "Client",
+            },
+            "pdf": {
+                "bucket": "pdfs",
+                "key": f"{owner_id}/{invoice_id}.pdf",
+                "etag": '"0"',
+                "filename": "INV-7.pdf",
+                "size": 1,
+            },
+            "fee": {"reference": f"email-send:{send_id}", "amount": "0.50", "currency": "USD"},
+            "requested_at": "2026-11-30T05:00:00Z",
+        },
+    )
+    await ensure_topics(suite.kafka_bootstrap, ["invoice.events"])
+    producer = create_producer(suite.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            "invoice.events",
+            event.model_dump_json().encode(),
+            key=owner_id.encode(),
+            headers=[("content-type", CLOUDEVENTS_CONTENT_TYPE.encode())],
+        )
+    finally:
+        await producer.stop()
+    return send_id, invoice_id
+
+
+async def test_a_second_user_cannot_reach_the_first_users_emails(
+    suite: Suite, sign_in_as: Any
+) -> None:
+    alice = await sign_in_as(f"alice-{uuid.uuid4().hex[:8]}@example.com")
+    mallory = await sign_in_as(f"mallory-{uuid.uuid4().hex[:8]}@example.com")
+    send_id, invoice_id = await request_email(suite, alice.user_id)
+    # The email worker queues it from the event: Alice sees it through the gateway.
+    for _ in range(150):
+        mine = await alice.api.get(f"/api/emails/{send_id}")
+        if mine.status_code == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert mine.status_code == 200, mine.text
+    of_invoice = await alice.api.get(f"/api/invoices/{invoice_id}/emails")
+    assert [e["id"] for e in of_invoice.json()["items"]] == [send_id]
+    alice_before = (await alice.api.get(f"/api/emails/{send_id}")).json()
+    m = mallory.api
+
+    # Named by id: the same answer as for an id that does not exist.
+    assert same_answer(
+        await m.get(f"/api/emails/{send_id}"), await m.get(f"/api/emails/{uuid.uuid4()}")
+    )
+    # Lists hold only the caller's own: nothing of Alice's, by invoice or at all.
+    assert (await m.get("/api/emails")).json()["items"] == []
+    assert (await m.get(f"/api/invoices/{invoice_id}/emails")).json()["items"] == []
+    # A made-up delivery report, through the gateway, is refused and changes nothing.
+    for provider in ("sendgrid", "mailgun", "ses"):
+        forged = await m.post(
+            f"/webhooks/{provider}",
+            json=[{"event": "bounce", "send_id": send_id, "sg_event_id": "x"}],
+        )
+        assert forged.status_code == 401, (provider, forged.text)
+        assert forged.headers["content-type"] == "application/problem+json"
+    after = (await alice.api.get(f"/api/emails/{send_id}")).json()
+    assert after["status"] != "bounced"
+    assert after["history"][: len(alice_before["history"])] == alice_before["history"]

@@ -33,12 +33,15 @@ async def run_worker(
     topics: list[str],
     handlers: dict[str, Handler],
     schedules: Sequence[Schedule] = (),
+    loops: Sequence[Callable[[async_sessionmaker[AsyncSession]], Loop]] = (),
 ) -> None:
+    """Run until a signal; `loops` are the service's own long-running jobs (built with the
+    worker's sessions), next to the relay, the consumer and the schedules."""
     configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=4)
     sessionmaker = create_sessionmaker(engine)
     bootstrap_servers = settings.kafka_bootstrap_servers
-    loops: list[Loop] = [OutboxRelay(sessionmaker, outbox_model, bootstrap_servers).run]
+    running: list[Loop] = [OutboxRelay(sessionmaker, outbox_model, bootstrap_servers).run]
     if topics:
         consumer = EventConsumer(
             name=consumer_group,
@@ -49,13 +52,14 @@ async def run_worker(
             bootstrap_servers=bootstrap_servers,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
-        loops.append(consumer.run)
+        running.append(consumer.run)
     for schedule in schedules:
         job = partial(schedule.job, sessionmaker)
-        loops.append(
+        running.append(
             partial(run_every, seconds=schedule.every_seconds, job=job, name=schedule.name)
         )
+    running.extend(make(sessionmaker) for make in loops)
     try:
-        await run_loops(loops)
+        await run_loops(running)
     finally:
         await engine.dispose()

@@ -1,8 +1,10 @@
 """Kafka handlers of the payment service, as thin as the routes: parse, call the service.
 
 `user.deleted` from `user.events` closes the account here, so its unexpired access tokens are
-refused by this service too. The worker wires these handlers into one consumer group with an
-inbox, so a redelivered event is handled once.
+refused by this service too. `email.status_changed` from `email.events` with status "failed"
+gives the send's wallet fee back (once: the refund carries the fee's reference); a bounced
+email was carried, and its fee is kept (docs/email.md). The worker wires these handlers into
+one consumer group with an inbox, so a redelivered event is handled once.
 """
 
 import uuid
@@ -12,7 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.events import CloudEvent
 from common.inbox import Handler
-from payment import service
+from common.logging import get_logger
+from payment import service, wallet
+from payment.exceptions import DebitNotFound
+
+log = get_logger(__name__)
 
 
 class UserDeleted(BaseModel):
@@ -25,9 +31,32 @@ async def on_user_deleted(session: AsyncSession, event: CloudEvent) -> None:
     await service.close_owner_account(session, deleted.user_id, event.time)
 
 
+class EmailFee(BaseModel):
+    reference: str
+
+
+class EmailStatusChanged(BaseModel):
+    owner_id: uuid.UUID
+    status: str
+    fee: EmailFee | None = None
+
+
+async def on_email_status_changed(session: AsyncSession, event: CloudEvent) -> None:
+    changed = EmailStatusChanged.model_validate(event.data)
+    if changed.status != "failed" or changed.fee is None:
+        return
+    try:
+        await wallet.refund_fee(session, changed.owner_id, changed.fee.reference)
+    except DebitNotFound:
+        # No fee under that reference (it was never taken): nothing to give back.
+        log.warning("email_fee_not_found", reference=changed.fee.reference)
+
+
 CONSUMER_GROUP = "payment-service"
 USER_TOPIC = "user.events"
+EMAIL_TOPIC = "email.events"
 HANDLERS: dict[str, Handler] = {
     "user.deleted": on_user_deleted,
+    "email.status_changed": on_email_status_changed,
 }
-TOPICS: list[str] = [USER_TOPIC]
+TOPICS: list[str] = [USER_TOPIC, EMAIL_TOPIC]

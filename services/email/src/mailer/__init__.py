@@ -1,0 +1,1 @@
+"""Ledgerline email service (the package is `mailer`: `email` is the standard library)."""

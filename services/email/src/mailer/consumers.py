@@ -1,0 +1,167 @@
+"""Kafka handlers of the email service, as thin as the routes: parse, call the service.
+
+- `invoice.send_requested` (invoice.events): queue the invoice email, PDF by claim check.
+- `payment.failed` (payment.events) with kind "autopay": queue a notice to the client; other
+  kinds (a card the owner or client typed in, who saw the answer at once) are ignored.
+
+The models below are slim copies of the producers' events: only the fields read here.
+"""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, EmailStr
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.events import CloudEvent
+from common.inbox import Handler
+from mailer import compose, service
+from mailer.config import get_settings
+from mailer.models import MessageKind
+
+# Notices get ids derived from the event that asked for them, so the same event (even
+# re-published under a new envelope id by a retried producer) cannot make two messages.
+NOTICE_NAMESPACE = uuid.UUID("6b1f4c1e-7a1c-4c59-9a53-6f8f3b0b2f11")
+
+
+class Recipient(BaseModel):
+    email: EmailStr
+    name: str
+
+
+class InvoiceFacts(BaseModel):
+    number: str
+    description: str
+    amount: str
+    currency: str
+    due_date: str
+    client_name: str
+
+
+class PdfClaim(BaseModel):
+    bucket: str
+    key: str
+    etag: str
+    filename: str
+    size: int
+
+
+class FeeTaken(BaseModel):
+    reference: str
+    amount: Decimal
+    currency: str
+
+
+class InvoiceSendRequested(BaseModel):
+    send_id: uuid.UUID
+    invoice_id: uuid.UUID
+    owner_id: uuid.UUID
+    recipient: Recipient
+    reply_to: EmailStr | None
+    sender_name: str
+    subject: str
+    message: str | None
+    invoice: InvoiceFacts
+    pdf: PdfClaim
+    fee: FeeTaken
+    requested_at: datetime
+
+
+class PaymentFailed(BaseModel):
+    kind: str
+    invoice_id: uuid.UUID | None = None
+    client_email: EmailStr | None = None
+    client_name: str | None = None
+    amount: str | None = None
+    currency: str | None = None
+    failure_code: str | None = None
+    final: bool = False
+    next_attempt_at: datetime | None = None
+    payment_id: uuid.UUID | None = None
+
+
+def one_line(text: str) -> str:
+    """A header's value on one line: a line break in a subject or a name would end the
+    header (and is refused by the MIME writer), so it becomes a space."""
+    return " ".join(text.split())
+
+
+async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
+    request = InvoiceSendRequested.model_validate(event.data)
+    body = compose.invoice_body(
+        client_name=request.invoice.client_name or request.recipient.name,
+        sender_name=request.sender_name,
+        number=request.invoice.number,
+        description=request.invoice.description,
+        amount=request.invoice.amount,
+        currency=request.invoice.currency,
+        due_date=request.invoice.due_date,
+        message=request.message,
+    )
+    await service.queue_invoice_email(
+        session,
+        service.InvoiceEmail(
+            send_id=request.send_id,
+            owner_id=request.owner_id,
+            invoice_id=request.invoice_id,
+            recipient_email=str(request.recipient.email),
+            recipient_name=one_line(request.recipient.name),
+            reply_to=str(request.reply_to) if request.reply_to else None,
+            sender_name=one_line(request.sender_name),
+            subject=one_line(request.subject),
+            body=body,
+            pdf_bucket=request.pdf.bucket,
+            pdf_key=request.pdf.key,
+            pdf_etag=request.pdf.etag,
+            pdf_filename=request.pdf.filename,
+            pdf_size=request.pdf.size,
+            fee_reference=request.fee.reference,
+            fee_amount=request.fee.amount,
+            fee_currency=request.fee.currency,
+            requested_at=request.requested_at,
+        ),
+    )
+
+
+async def on_payment_failed(session: AsyncSession, event: CloudEvent) -> None:
+    failed = PaymentFailed.model_validate(event.data)
+    if failed.kind != "autopay" or failed.client_email is None:
+        return
+    settings = get_settings()
+    name = failed.client_name or str(failed.client_email)
+    body = compose.payment_failed_body(
+        client_name=name,
+        platform_name=settings.platform_name,
+        amount=failed.amount or "",
+        currency=failed.currency or "",
+        failure_code=failed.failure_code or "declined",
+        final=failed.final,
+        next_attempt_at=failed.next_attempt_at,
+    )
+    key = str(failed.payment_id) if failed.payment_id else event.id
+    await service.queue_notice(
+        session,
+        service.Notice(
+            message_id=uuid.uuid5(NOTICE_NAMESPACE, f"payment.failed:{key}"),
+            owner_id=uuid.UUID(event.subject),
+            invoice_id=failed.invoice_id,
+            kind=MessageKind.PAYMENT_FAILED,
+            recipient_email=str(failed.client_email),
+            recipient_name=one_line(name),
+            sender_name=settings.platform_name,
+            subject="Your automatic payment could not be taken",
+            body=body,
+            requested_at=event.time,
+        ),
+    )
+
+
+CONSUMER_GROUP = "email-service"
+INVOICE_TOPIC = "invoice.events"
+PAYMENT_TOPIC = "payment.events"
+HANDLERS: dict[str, Handler] = {
+    "invoice.send_requested": on_send_requested,
+    "payment.failed": on_payment_failed,
+}
+TOPICS: list[str] = [INVOICE_TOPIC, PAYMENT_TOPIC]

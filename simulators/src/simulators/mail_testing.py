@@ -1,0 +1,190 @@
+"""Test helpers for the email simulators: each started as a real process on a free port,
+with a typed client for its control API (as simulators.testing does for FakePay)."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _call(base_url: str, method: str, path: str, body: Any = None, timeout: float = 15) -> Any:
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=timeout
+    )
+    try:
+        payload = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if payload else {}
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    if response.status >= 300:
+        raise RuntimeError(f"{method} {path}: {response.status} {data!r}")
+    return json.loads(data) if data else None
+
+
+class _Process:
+    """A simulator module run as its own process, log written to a file."""
+
+    module = ""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        descriptor, name = tempfile.mkstemp(
+            prefix=f"{self.module.rsplit('.', 1)[-1]}-", suffix=".log"
+        )
+        os.close(descriptor)
+        self.log_path = Path(name)
+
+    def arguments(self) -> list[str]:
+        return ["--host", self.host, "--port", str(self.port)]
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self, timeout: float = 30.0) -> Self:
+        command = [sys.executable, "-m", self.module, *self.arguments()]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    pass
+                if self.process.poll() is None:
+                    return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                message = f"{self.module} did not start on {self.host}:{self.port}:\n{self.log()}"
+                self.stop()
+                raise RuntimeError(message)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class MailProvidersServer(_Process):
+    """SendGrid, Mailgun and SparkPost in one process (simulators.mail_providers)."""
+
+    module = "simulators.mail_providers"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        return _call(self.url, method, f"/_control{path}", body)
+
+    def keys(self) -> dict[str, str]:
+        keys: dict[str, str] = self.control("GET", "/keys")
+        return keys
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Accepted messages per provider and send id."""
+        counts: dict[str, dict[str, int]] = self.control("GET", "/counts")
+        return counts
+
+    def messages(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = self.control("GET", "/messages")
+        return messages
+
+    def fault(
+        self,
+        provider: str,
+        mode: str,
+        *,
+        times: int | None = None,
+        delay: float | None = None,
+        recipient: str | None = None,
+    ) -> str:
+        spec = {"provider": provider, "mode": mode, "times": times, "delay": delay}
+        spec["recipient"] = recipient
+        body = {key: value for key, value in spec.items() if value is not None}
+        return str(self.control("POST", "/faults", body)["id"])
+
+    def clear_faults(self, provider: str | None = None) -> None:
+        self.control("DELETE", "/faults" + (f"?provider={provider}" if provider else ""))
+
+    def clear(self) -> None:
+        self.clear_faults()
+        self.control("DELETE", "/messages")
+        self.report_to(None)
+
+    def report_to(self, webhooks_url: str | None, topic_arn: str | None = None) -> None:
+        """Post a signed webhook to {webhooks_url}/{provider} for each accepted message."""
+        body: dict[str, Any] = {"url": webhooks_url}
+        if topic_arn:
+            body["topic_arn"] = topic_arn
+        self.control("PUT", "/webhook-target", body)
+
+    def webhook(self, **spec: Any) -> dict[str, Any]:
+        """Post one signed (or forged, `forge=`) webhook; the service's answer comes back."""
+        answer: dict[str, Any] = self.control("POST", "/webhooks", spec)
+        return answer
+
+    def replay(self, url: str, body: str, headers: dict[str, str]) -> dict[str, Any]:
+        answer: dict[str, Any] = self.control(
+            "POST", "/replay", {"url": url, "body": body, "headers": headers}
+        )
+        return answer
+
+
+class SmtpSinkServer(_Process):
+    """The SMTP sink (simulators.smtp_sink) with its HTTP control port."""
+
+    module = "simulators.smtp_sink"
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        super().__init__(host, port)
+        self.control_port = _free_port()
+
+    def arguments(self) -> list[str]:
+        return [*super().arguments(), "--control-port", str(self.control_port)]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = _call(
+            f"http://{self.host}:{self.control_port}", "GET", "/_control/counts"
+        )
+        return counts
