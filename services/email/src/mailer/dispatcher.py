@@ -294,20 +294,18 @@ class Dispatcher:
         except OpenedState:
             return "next"
         except TimeoutError:
-            assert attempt_id is not None
-            await self._in_doubt(mail.message_id, attempt_id, f"{name} gave no answer in time")
+            await self._in_doubt(
+                mail.message_id, _recorded(attempt_id), f"{name} gave no answer in time"
+            )
             return "stop"
         except ProviderInDoubt as exc:
-            assert attempt_id is not None
-            await self._in_doubt(mail.message_id, attempt_id, exc.reason)
+            await self._in_doubt(mail.message_id, _recorded(attempt_id), exc.reason)
             return "stop"
         except ProviderRejected as exc:
-            assert attempt_id is not None
-            await self._end_attempt(attempt_id, AttemptOutcome.REJECTED, exc.reason)
+            await self._end_attempt(_recorded(attempt_id), AttemptOutcome.REJECTED, exc.reason)
             return "next"
         except MessageRefused as exc:
-            assert attempt_id is not None
-            await self._end_attempt(attempt_id, AttemptOutcome.REJECTED, exc.reason)
+            await self._end_attempt(_recorded(attempt_id), AttemptOutcome.REJECTED, exc.reason)
             await self._fail(item, exc.reason)
             return "stop"
         await self._accepted(mail.message_id, attempt_id, name, provider_id)
@@ -453,3 +451,11 @@ class Dispatcher:
             message = await self._ours(session, item)
             if message is not None:
                 message.lease_until = until
+
+
+def _recorded(attempt_id: int | None) -> int:
+    """The attempt a provider's error belongs to. Those errors come from the provider call
+    alone, and the call is made only once its attempt is recorded."""
+    if attempt_id is None:
+        raise RuntimeError("a provider answered before its attempt was recorded")
+    return attempt_id

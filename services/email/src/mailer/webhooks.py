@@ -76,7 +76,8 @@ def verify_sendgrid(
         key = serialization.load_der_public_key(
             base64.b64decode(settings.sendgrid_webhook_public_key)
         )
-        assert isinstance(key, ec.EllipticCurvePublicKey)
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise ValueError("the configured key is not an ECDSA public key")
         key.verify(
             base64.b64decode(signature), timestamp.encode() + body, ec.ECDSA(hashes.SHA256())
         )
