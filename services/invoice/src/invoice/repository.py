@@ -206,6 +206,20 @@ async def get_invoice(
     return await session.scalar(query)
 
 
+async def get_invoice_and_client(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
+) -> tuple[Invoice, Client] | None:
+    """The owner's invoice with the client it was sent to, in one query."""
+    row = (
+        await session.execute(
+            select(Invoice, Client)
+            .join(Client, Client.id == Invoice.client_id)
+            .where(Invoice.id == invoice_id, Invoice.owner_id == owner_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 async def get_client(session: AsyncSession, owner_id: uuid.UUID, client_id: int) -> Client | None:
     return await session.scalar(
         select(Client).where(Client.id == client_id, Client.owner_id == owner_id)

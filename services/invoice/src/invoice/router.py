@@ -207,8 +207,7 @@ async def health_check(request: Request) -> JSONResponse:
 async def seed_get_invoice(
     invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep
 ) -> InvoiceResponse:
-    invoice = await service.get_invoice(session, user.id, invoice_id)
-    client = await service.get_client(session, user.id, invoice.client_id)
+    invoice, client = await service.get_invoice_and_client(session, user.id, invoice_id)
     return _seed_response(invoice, client)
 
 

@@ -200,6 +200,16 @@ async def get_invoice(session: AsyncSession, owner_id: uuid.UUID, invoice_id: uu
     return invoice
 
 
+async def get_invoice_and_client(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
+) -> tuple[Invoice, Client]:
+    """The owner's invoice and its client, read together."""
+    found = await repository.get_invoice_and_client(session, owner_id, invoice_id)
+    if found is None:
+        raise InvoiceNotFound()
+    return found
+
+
 def _change_status(session: AsyncSession, invoice: Invoice, status: InvoiceStatus) -> None:
     previous = invoice.status
     invoice.status = status
