@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import PROBLEM_JSON
-from common.logging import get_logger
+from common.logging import get_logger, request_log
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A request id from the gateway is kept only if it looks like one; anything else is replaced.
@@ -54,7 +54,7 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                log.info(
+                request_log().info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],
