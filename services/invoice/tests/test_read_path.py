@@ -195,3 +195,14 @@ async def test_the_read_engine_refuses_a_write(app: FastAPI) -> None:
     async with app.state.read_sessionmaker() as session:
         with pytest.raises(DBAPIError, match="READ ONLY"):
             await session.execute(text("UPDATE clients SET name = name WHERE id = 0"))
+
+
+async def test_the_health_check_stays_up_when_its_connection_was_cut(
+    proxy: MysqlProxy, proxied_api: httpx.AsyncClient
+) -> None:
+    assert (await proxied_api.get("/health-check")).json() == {"status": "UP"}
+
+    await proxy.drop_connections()
+    answer = await proxied_api.get("/health-check")
+
+    assert (answer.status_code, answer.json()) == (200, {"status": "UP"})
