@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import common.db
+from common.db import SessionDep
 from common.testing.mysql_proxy import COM_PING, MysqlProxy
 from common.testing.servers import MysqlServer
 from invoice.config import InvoiceSettings
@@ -206,3 +207,25 @@ async def test_the_health_check_stays_up_when_its_connection_was_cut(
     answer = await proxied_api.get("/health-check")
 
     assert (answer.status_code, answer.json()) == (200, {"status": "UP"})
+
+
+async def test_a_get_that_writes_is_not_run_again(
+    proxy: MysqlProxy, proxied_app: FastAPI, proxied_api: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """A GET may write (a sign-in's callback does): only reads are run again."""
+    runs = []
+
+    async def counting_write(session: SessionDep) -> dict[str, str]:
+        runs.append(1)
+        await session.execute(text("SELECT 1"))
+        return {"ok": "yes"}
+
+    proxied_app.get("/_test/a-get-that-writes")(counting_write)
+    assert (await proxied_api.get("/_test/a-get-that-writes")).status_code == 200
+    runs.clear()
+
+    assert await kill_connections(app.state.engine, proxy.upstream_ports()) >= 1
+    with pytest.raises(DBAPIError):
+        await proxied_api.get("/_test/a-get-that-writes")
+
+    assert len(runs) == 1

@@ -45,6 +45,9 @@ IDLE_BEFORE_PING_SECONDS = 5.0
 # default), so the pool drops a connection before the server does.
 POOL_RECYCLE_SECONDS = 1800
 _LAST_USED = "last_used"
+# Set in the ASGI scope of a request that opened a write session (SessionDep): a GET that
+# writes (a sign-in's callback) is not run again by common.middleware.RetryReadMiddleware.
+WRITE_SESSION_OPENED = "ledgerline.write_session_opened"
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
@@ -166,6 +169,7 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed when the endpoint returns, before the reply."""
+    request.scope[WRITE_SESSION_OPENED] = True  # such a request is not run again on failure
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:

@@ -12,6 +12,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.db import WRITE_SESSION_OPENED
 from common.errors import PROBLEM_JSON
 from common.logging import get_logger, request_log
 
@@ -138,7 +139,8 @@ class RetryReadMiddleware:
     connection the server closed meanwhile (a restart, `KILL CONNECTION`, a failover) is
     found dead by the statement sent on it. SQLAlchemy then marks every connection of the
     pool opened before that moment as stale, so the second run gets a new connection. Only
-    a read is run again, and only before any byte of its reply was sent; a write's
+    a read is run again: a GET or HEAD that opened no write session (a sign-in's callback is
+    a GET that writes), and only before any byte of its reply was sent. A write's
     transaction was never committed, and its client's retry (with its idempotency key)
     decides.
     """
@@ -174,7 +176,11 @@ class RetryReadMiddleware:
         try:
             await self.app(scope, recording_receive, tracking_send)
         except DBAPIError as error:
-            if response_started or not error.connection_invalidated:
+            if (
+                response_started
+                or not error.connection_invalidated
+                or scope.get(WRITE_SESSION_OPENED)
+            ):
                 raise
             log.warning("read_retried_after_disconnect", error_type=type(error.orig).__name__)
             await self.app(scope, replaying_receive, send)
