@@ -4,11 +4,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import BINARY, Connection, Dialect, MetaData, event, exc
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -194,6 +196,14 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 ReadSessionDep = Annotated[AsyncSession, Depends(_read_session)]
+
+
+def read_connection(request: Request) -> AsyncContextManager[AsyncConnection]:
+    """A connection of the read engine, for a hot read of Core statements only: no ORM
+    session to build and close around it (about a tenth of the listing's CPU), and no
+    dependency to solve (`async with read_connection(request) as connection:`)."""
+    engine: AsyncEngine = request.app.state.read_engine
+    return engine.connect()
 
 
 class BinaryUUID(TypeDecorator[uuid.UUID]):

@@ -18,7 +18,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from invoice.models import Client, Invoice, InvoiceStatus, Owner
 
@@ -190,7 +190,9 @@ def invoice_listing(
     return Listing(listing_statement(shape), params)
 
 
-async def list_invoices(session: AsyncSession, listing: Listing) -> Sequence[InvoiceRow]:
+async def list_invoices(
+    session: AsyncSession | AsyncConnection, listing: Listing
+) -> Sequence[InvoiceRow]:
     rows: Sequence[InvoiceRow] = (await session.execute(listing.statement, listing.params)).all()
     return rows
 

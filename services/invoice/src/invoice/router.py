@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from common.auth import CurrentUser
-from common.db import ReadSessionDep, SessionDep
+from common.db import ReadSessionDep, SessionDep, read_connection
 from common.edge import ModelResponse, query_model, query_parameters
 from common.health import HealthStatus, answers_with, database_answers
 from common.openapi import link
@@ -123,7 +123,7 @@ async def create_invoice(
 async def list_invoices(
     query: Annotated[InvoiceListQuery, Depends(query_model(InvoiceListQuery))],
     user: CurrentUser,
-    session: ReadSessionDep,
+    http_request: Request,
     codec: CursorCodecDep,
 ) -> ModelResponse:
     """Filter by client name prefix, status and due date; sort by client name, status or due
@@ -135,7 +135,8 @@ async def list_invoices(
         limit=query.limit,
         cursor=query.cursor,
     )
-    page = await service.list_invoices(session, codec, user.id, request)
+    async with read_connection(http_request) as connection:
+        page = await service.list_invoices(connection, codec, user.id, request)
     return ModelResponse(
         InvoicePage(
             items=[InvoiceRead.model_validate(i, from_attributes=True) for i in page.items],

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from common.errors import InvalidInput
 from common.events import new_event
@@ -324,9 +324,13 @@ async def mark_past_due(session: AsyncSession, today: date, batch_size: int = 50
 
 
 async def list_invoices(
-    session: AsyncSession, codec: CursorCodec, owner_id: uuid.UUID, request: ListRequest
+    session: AsyncSession | AsyncConnection,
+    codec: CursorCodec,
+    owner_id: uuid.UUID,
+    request: ListRequest,
 ) -> Page[InvoiceRow]:
-    """One page of the owner's invoices, filtered and sorted, after the cursor's row."""
+    """One page of the owner's invoices, filtered and sorted, after the cursor's row (a Core
+    statement: a session or a bare connection runs it)."""
     columns = repository.sort_columns(request.order_by, request.filters)
     query_id = _query_fingerprint(request)
     after = None
