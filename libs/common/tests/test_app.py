@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -182,3 +183,15 @@ def test_a_time_without_offset_is_taken_as_utc() -> None:
     thing = Thing(amount=Decimal("1"), at=stored)
 
     assert thing.model_dump(mode="json")["at"] == "2026-11-24T04:33:05Z"
+
+
+def test_uvicorn_serves_with_uvloop_and_httptools() -> None:
+    """The services run `uvicorn` with its defaults (Dockerfile, Procfile): the C event loop
+    and HTTP parser are picked when installed, and `uvicorn[standard]` installs them."""
+    config = uvicorn.Config(FastAPI())
+    config.load()
+
+    assert config.http_protocol_class.__module__ == "uvicorn.protocols.http.httptools_impl"
+    loop_factory = config.get_loop_factory()
+    assert loop_factory is not None
+    assert loop_factory.__module__.startswith("uvloop")

@@ -1,9 +1,14 @@
-"""The request-id middleware keeps a well-formed id from the gateway and replaces the rest."""
+"""The request-id middleware keeps a well-formed id from the gateway and replaces the rest;
+a read that met a dead database connection is run again once, and nothing else is."""
+
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import Message, Receive, Scope, Send
 
-from common.middleware import RequestContextMiddleware
+from common.db import WRITE_SESSION_OPENED
+from common.middleware import RequestContextMiddleware, RetryReadMiddleware
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,3 +58,87 @@ async def test_anything_else_is_replaced_by_a_fresh_id(incoming: bytes) -> None:
     assert answered != incoming
     assert len(answered) == 32
     assert answered.isalnum()
+
+
+def _disconnect() -> DBAPIError:
+    return OperationalError("SELECT 1", {}, Exception("server gone"), connection_invalidated=True)
+
+
+class _FailsOnce:
+    """An app whose first run meets a dead connection (after `before_failing` has run)."""
+
+    def __init__(self, error: DBAPIError, before_failing: Any = None) -> None:
+        self.runs = 0
+        self.error = error
+        self.before_failing = before_failing
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            if self.before_failing is not None:
+                await self.before_failing(scope, send)
+            raise self.error
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _run(app: Any, method: str) -> list[Any]:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": "/", "headers": []}
+    await RetryReadMiddleware(app)(scope, receive, send)
+    return sent
+
+
+async def test_a_read_that_met_a_dead_connection_is_run_again_once() -> None:
+    app = _FailsOnce(_disconnect())
+
+    sent = await _run(app, "GET")
+
+    assert app.runs == 2
+    assert sent[0]["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "error", "before_failing"),
+    [
+        pytest.param("POST", _disconnect(), None, id="a write"),
+        pytest.param(
+            "GET",
+            _disconnect(),
+            lambda scope, _send: _mark_write(scope),
+            id="a GET that opened a write session",
+        ),
+        pytest.param(
+            "GET",
+            _disconnect(),
+            lambda _scope, send: send({"type": "http.response.start", "status": 200}),
+            id="a reply already started",
+        ),
+        pytest.param(
+            "GET",
+            OperationalError("SELECT 1", {}, Exception("deadlock"), connection_invalidated=False),
+            None,
+            id="another database error",
+        ),
+    ],
+)
+async def test_nothing_else_is_run_again(
+    method: str, error: DBAPIError, before_failing: Any
+) -> None:
+    app = _FailsOnce(error, before_failing)
+
+    with pytest.raises(DBAPIError):
+        await _run(app, method)
+
+    assert app.runs == 1
+
+
+async def _mark_write(scope: Any) -> None:
+    scope[WRITE_SESSION_OPENED] = True

@@ -149,7 +149,7 @@ async def test_the_status_filter_accepts_past_due_spelled_with_a_space(
 @pytest.fixture
 def listing_statements(app: FastAPI) -> Iterator[list[tuple[str, Any]]]:
     """The listing SQL the API sends, with its parameters, as the driver receives them."""
-    engine: AsyncEngine = app.state.engine
+    engine: AsyncEngine = app.state.read_engine
     seen: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:

@@ -8,12 +8,16 @@ from fastapi import FastAPI
 
 from common.auth import JwksCache, TokenVerifier
 from common.config import BaseServiceSettings
-from common.db import create_engine, create_sessionmaker
+from common.db import create_engine, create_read_engine, create_sessionmaker
 from common.errors import install_error_handlers
 from common.health import router as health_router
 from common.idempotency import IdempotencyKeyMixin, install_idempotency
 from common.logging import configure_logging
-from common.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from common.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    RetryReadMiddleware,
+)
 from common.openapi import install_openapi
 
 
@@ -32,13 +36,17 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(
-            settings.database_url.get_secret_value(), settings.database_pool_size
-        )
+        url = settings.database_url.get_secret_value()
+        engine = create_engine(url, settings.database_pool_size)
+        # Reads have a pool of their own, in autocommit (common.db.create_read_engine): one
+        # pool cannot switch a connection's mode per request without a round trip or two.
+        read_engine = create_read_engine(url, settings.database_pool_size)
         async with httpx.AsyncClient() as http:
             app.state.settings = settings
             app.state.engine = engine
             app.state.sessionmaker = create_sessionmaker(engine)
+            app.state.read_engine = read_engine
+            app.state.read_sessionmaker = create_sessionmaker(read_engine)
             app.state.token_verifier = TokenVerifier(
                 JwksCache(settings.auth_jwks_url, http),
                 issuer=settings.auth_issuer,
@@ -47,6 +55,7 @@ def create_service_app(
             try:
                 yield
             finally:
+                await read_engine.dispose()
                 await engine.dispose()
 
     app = FastAPI(
@@ -59,6 +68,8 @@ def create_service_app(
     app.include_router(health_router)
     configure(app)
     install_openapi(app)
+    # Innermost of the middleware: a retried read is logged and measured as one request.
+    app.add_middleware(RetryReadMiddleware)
     if idempotency_model is not None:
         # Before the body-size limit, which so wraps it and refuses an oversized body first.
         install_idempotency(app, idempotency_model, idempotency_excluded_paths)

@@ -31,13 +31,19 @@ def answers_with(model: type[BaseModel], description: str) -> dict[int | str, di
 
 
 async def database_answers(engine: AsyncEngine) -> bool:
-    """True when `SELECT 1` succeeds on the service's schema."""
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        return True
-    except (DBAPIError, OSError):
-        return False
+    """True when `SELECT 1` succeeds on the service's schema; asked again once on a fresh
+    connection when the pooled one was found dead (the pool does not ping before use)."""
+    for attempt in range(2):
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return True
+        except DBAPIError as error:
+            if attempt or not error.connection_invalidated:
+                return False
+        except OSError:
+            return False
+    return False
 
 
 @router.get("/health/live", summary="The process is up", response_model=HealthStatus)

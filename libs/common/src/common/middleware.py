@@ -1,4 +1,5 @@
-"""ASGI middleware every service installs: request ids, access log, body-size limit."""
+"""ASGI middleware every service installs: request ids, access log, body-size limit, and a
+read retried once when its database connection turns out dead."""
 
 import re
 import time
@@ -8,10 +9,12 @@ from typing import Any
 
 import orjson
 import structlog
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.db import WRITE_SESSION_OPENED
 from common.errors import PROBLEM_JSON
-from common.logging import get_logger
+from common.logging import get_logger, request_log
 
 REQUEST_ID_HEADER = b"x-request-id"
 # A request id from the gateway is kept only if it looks like one; anything else is replaced.
@@ -52,7 +55,7 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                log.info(
+                request_log().info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],
@@ -123,3 +126,61 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# Methods that only read: running one again changes nothing (RFC 9110 section 9.2.1).
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class RetryReadMiddleware:
+    """Runs a read again, once, when a database connection it used was found dead.
+
+    The pool does not ping a connection it handed out seconds ago (common.db), so a
+    connection the server closed meanwhile (a restart, `KILL CONNECTION`, a failover) is
+    found dead by the statement sent on it. SQLAlchemy then marks every connection of the
+    pool opened before that moment as stale, so the second run gets a new connection. Only
+    a read is run again: a GET or HEAD that opened no write session (a sign-in's callback is
+    a GET that writes), and only before any byte of its reply was sent. A write's
+    transaction was never committed, and its client's retry (with its idempotency key)
+    decides.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _READ_METHODS:
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        replayed = 0
+        response_started = False
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            received.append(message)
+            return message
+
+        async def replaying_receive() -> Message:
+            nonlocal replayed
+            if replayed < len(received):
+                replayed += 1
+                return received[replayed - 1]
+            return await receive()
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, recording_receive, tracking_send)
+        except DBAPIError as error:
+            if (
+                response_started
+                or not error.connection_invalidated
+                or scope.get(WRITE_SESSION_OPENED)
+            ):
+                raise
+            log.warning("read_retried_after_disconnect", error_type=type(error.orig).__name__)
+            await self.app(scope, replaying_receive, send)

@@ -21,7 +21,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.mysql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from invoice.models import Client, Invoice, InvoiceCounter, InvoiceLine, InvoiceStatus, Owner
 
@@ -193,7 +193,9 @@ def invoice_listing(
     return Listing(listing_statement(shape), params)
 
 
-async def list_invoices(session: AsyncSession, listing: Listing) -> Sequence[InvoiceRow]:
+async def list_invoices(
+    session: AsyncSession | AsyncConnection, listing: Listing
+) -> Sequence[InvoiceRow]:
     rows: Sequence[InvoiceRow] = (await session.execute(listing.statement, listing.params)).all()
     return rows
 
@@ -207,6 +209,20 @@ async def get_invoice(
         # an earlier read of the same session left in the identity map.
         query = query.with_for_update().execution_options(populate_existing=True)
     return await session.scalar(query)
+
+
+async def get_invoice_and_client(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
+) -> tuple[Invoice, Client] | None:
+    """The owner's invoice with the client it was sent to, in one query."""
+    row = (
+        await session.execute(
+            select(Invoice, Client)
+            .join(Client, Client.id == Invoice.client_id)
+            .where(Invoice.id == invoice_id, Invoice.owner_id == owner_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 async def get_client(session: AsyncSession, owner_id: uuid.UUID, client_id: int) -> Client | None:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from common.errors import InvalidInput
 from common.events import new_event
@@ -297,6 +297,16 @@ async def invoice_lines(session: AsyncSession, invoice: Invoice) -> list[Invoice
     return list(await repository.invoice_lines(session, invoice.id))
 
 
+async def get_invoice_and_client(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
+) -> tuple[Invoice, Client]:
+    """The owner's invoice and its client, read together."""
+    found = await repository.get_invoice_and_client(session, owner_id, invoice_id)
+    if found is None:
+        raise InvoiceNotFound()
+    return found
+
+
 def _change_status(session: AsyncSession, invoice: Invoice, status: InvoiceStatus) -> None:
     previous = invoice.status
     invoice.status = status
@@ -412,9 +422,13 @@ async def mark_past_due(session: AsyncSession, today: date, batch_size: int = 50
 
 
 async def list_invoices(
-    session: AsyncSession, codec: CursorCodec, owner_id: uuid.UUID, request: ListRequest
+    session: AsyncSession | AsyncConnection,
+    codec: CursorCodec,
+    owner_id: uuid.UUID,
+    request: ListRequest,
 ) -> Page[InvoiceRow]:
-    """One page of the owner's invoices, filtered and sorted, after the cursor's row."""
+    """One page of the owner's invoices, filtered and sorted, after the cursor's row (a Core
+    statement: a session or a bare connection runs it)."""
     columns = repository.sort_columns(request.order_by, request.filters)
     query_id = _query_fingerprint(request)
     after = None

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from common.auth import CurrentUser
-from common.db import SessionDep
+from common.db import ReadSessionDep, SessionDep
 from user import service
 from user.config import UserSettings
 from user.crypto import SecretBox
@@ -43,3 +43,11 @@ async def _current_account(user: CurrentUser, session: SessionDep) -> User:
 
 
 CurrentAccount = Annotated[User, Depends(_current_account)]
+
+
+async def _account_to_read(user: CurrentUser, session: ReadSessionDep) -> User:
+    """The account for an endpoint that only shows it: one query on the read engine."""
+    return await service.get_account(session, user.id)
+
+
+ReadAccount = Annotated[User, Depends(_account_to_read)]

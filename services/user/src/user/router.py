@@ -18,7 +18,7 @@ from common.db import ReadSessionDep, SessionDep
 from common.errors import ProblemError
 from user import service
 from user.config import UserSettings
-from user.dependencies import CurrentAccount, ProvidersDep, SecretBoxDep, SettingsDep
+from user.dependencies import CurrentAccount, ProvidersDep, ReadAccount, SecretBoxDep, SettingsDep
 from user.exceptions import RefreshTokenInvalid, RefreshTokenReused
 from user.models import User
 from user.schemas import (
@@ -263,7 +263,7 @@ def _user_read(user: User) -> UserRead:
 
 
 @users_router.get("/me", response_model=UserRead)
-async def get_me(account: CurrentAccount) -> UserRead:
+async def get_me(account: ReadAccount) -> UserRead:
     return _user_read(account)
 
 
