@@ -211,6 +211,24 @@ async def get_invoice(
     return await session.scalar(query)
 
 
+async def get_invoice_with_lines(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
+) -> tuple[Invoice, list[InvoiceLine]] | None:
+    """The owner's invoice and its lines in one query: a row per line (one row, with no line,
+    for an invoice without lines), so the read costs one round trip."""
+    rows = (
+        await session.execute(
+            select(Invoice, InvoiceLine)
+            .outerjoin(InvoiceLine, InvoiceLine.invoice_id == Invoice.id)
+            .where(Invoice.id == invoice_id, Invoice.owner_id == owner_id)
+            .order_by(InvoiceLine.position)
+        )
+    ).all()
+    if not rows:
+        return None
+    return rows[0][0], [row[1] for row in rows if row[1] is not None]
+
+
 async def get_invoice_and_client(
     session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
 ) -> tuple[Invoice, Client] | None:

@@ -175,8 +175,8 @@ async def list_invoices(
 async def get_invoice(
     invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep
 ) -> InvoiceDetail:
-    invoice = await service.get_invoice(session, user.id, invoice_id)
-    return _detail(invoice, await service.invoice_lines(session, invoice))
+    invoice, lines = await service.get_invoice_with_lines(session, user.id, invoice_id)
+    return _detail(invoice, lines)
 
 
 @router.post(

@@ -262,6 +262,16 @@ async def get_invoice(session: AsyncSession, owner_id: uuid.UUID, invoice_id: uu
     return invoice
 
 
+async def get_invoice_with_lines(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID
+) -> tuple[Invoice, list[InvoiceLine]]:
+    """The owner's invoice with its lines, read together."""
+    found = await repository.get_invoice_with_lines(session, owner_id, invoice_id)
+    if found is None:
+        raise InvoiceNotFound()
+    return found
+
+
 def invoice_number(number: int) -> str:
     return f"INV-{number:06d}"
 
