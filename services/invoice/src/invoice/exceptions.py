@@ -53,3 +53,14 @@ class PaymentsUnavailable(ProblemError):
     def __init__(self, detail: str, *, retry_after: int, **extensions: Any) -> None:
         super().__init__(detail, **extensions)
         self.headers = {"Retry-After": str(retry_after)}
+
+
+class InvoiceImported(Conflict):
+    """Imported invoices follow their billing platform; only paying them happens here."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The invoice was imported from a billing platform; change it there and the next "
+            "sync brings the change",
+            code="invoice_imported",
+        )

@@ -96,6 +96,13 @@ class InvoiceRead(BaseModel):
     due_date: date
     created_at: UtcDateTime
     updated_at: UtcDateTime
+    source: str | None = Field(
+        None, description="The billing platform it was imported from; null when made here"
+    )
+    external_number: str | None = Field(None, description="Its number on that platform")
+    removed_upstream_at: UtcDateTime | None = Field(
+        None, description="When the platform stopped listing it (it was voided here then)"
+    )
 
 
 class InvoicePage(BaseModel):
