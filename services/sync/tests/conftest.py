@@ -76,7 +76,7 @@ def settings(sync_database: str, kafka_bootstrap: str, test_issuer: TestIssuer) 
         connection_key=SecretStr(TEST_KEY),
         page_size=50,
         request_timeout_seconds=2,
-        retry_for_seconds=1.5,
+        retry_for_seconds=4,
         retry_base_seconds=0.05,
         retry_max_wait_seconds=0.3,
         max_retry_after_seconds=2,

@@ -141,7 +141,7 @@ class PlatformApi:
         self.breakers = AsyncCircuitBreakerFactory(
             default_threshold=settings.breaker_threshold,
             default_ttl=settings.breaker_open_seconds,
-            exclude=[PlatformRejected, BadPlatformData],
+            exclude=[PlatformRejected, BadPlatformData, _RateLimited],
         )
 
     async def page(self, base_url: str, api_key: str, kind: str, cursor: str | None) -> Page:
@@ -172,13 +172,24 @@ class PlatformApi:
             stop=stop_after_delay(self.settings.retry_for_seconds),
             reraise=True,
         )
+        failures: list[str] = []
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(host, base_url, api_key, path, params)
+                    try:
+                        return await self._attempt(host, base_url, api_key, path, params)
+                    except _Transient as exc:
+                        failures.append(exc.reason)
+                        raise
         except _Transient as exc:
             raise PlatformUnavailable(exc.reason, exc.retry_after) from None
-        raise PlatformUnavailable("no attempt was made")  # pragma: no cover - tenacity always tries
+        except _BreakerOpen:
+            # Not retried here: the job parks until the breaker lets a call through.
+            reason = f"circuit breaker open for {host}"
+            if failures:
+                reason += f" (after: {failures[-1]})"
+            raise PlatformUnavailable(reason, self.settings.breaker_open_seconds) from None
+        raise PlatformUnavailable("no attempt was made")  # pragma: no cover - tenacity tries
 
     async def _attempt(
         self, host: str, base_url: str, api_key: str, path: str, params: dict[str, str]
@@ -188,10 +199,7 @@ class PlatformApi:
             async with breaker:
                 return await self._call(base_url, api_key, path, params)
         except OpenedState:
-            # Not retried here: the job parks until the breaker lets a call through.
-            raise PlatformUnavailable(
-                f"circuit breaker open for {host}", self.settings.breaker_open_seconds
-            ) from None
+            raise _BreakerOpen() from None
         except _RateLimited as exc:
             # A rate limit is the platform working as documented: no breaker failure.
             if exc.retry_after > self.settings.max_retry_after_seconds:
@@ -280,6 +288,10 @@ class PlatformApi:
                 issued_at=invoice.issued_at,
             )
         )
+
+
+class _BreakerOpen(Exception):
+    """The host's circuit breaker is open (internal to the retry loop)."""
 
 
 class _RateLimited(Exception):
