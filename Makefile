@@ -56,6 +56,8 @@ run: setup
 	@echo "Invoices:      http://127.0.0.1:$(GATEWAY_PORT)/api/invoices"
 	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)  http://127.0.0.1:8103/docs (payment)"
 	@echo "FakePay:       http://127.0.0.1:9000/fakepay  (the card provider's simulator)"
+	@echo "Billing API:   http://127.0.0.1:9100/v1/invoices  (the billing platform's simulator, docs/billing_api.md)"
+	@echo "Sync:          http://127.0.0.1:8104/docs  (connect a billing platform: docs/sync.md)"
 	@echo "A token:       make token SUB=alice@example.com"
 	@echo
 	$(BIN)/honcho start -f deploy/local/Procfile -d .

@@ -23,12 +23,18 @@ PROTECTED = [
     ("GET", "/api/payments"),
     ("GET", "/api/wallet"),
     ("POST", "/api/wallet/topups"),
+    ("GET", "/api/sync/connections"),
+    ("POST", "/api/sync/connections"),
+    ("GET", "/api/sync/status"),
+    ("POST", "/api/sync/runs"),
+    ("DELETE", "/api/sync/connections/0197a0b2-0000-7000-8000-000000000000"),
 ]
 CARD = {"number": "1234 5656 7822 5678", "expiry": "01-2040", "name": "Work Card"}
 # A body each POST would take from a valid token, so only the token is wrong.
 BODIES = {
     "/api/clients": {"name": "Forged", "email": "f@example.com"},
     "/api/wallet/topups": {"amount": "10.00", "currency": "USD", "card": CARD},
+    "/api/sync/connections": {"base_url": "http://127.0.0.1:9", "api_key": "sk_forged_key"},
 }
 
 
@@ -95,3 +101,4 @@ async def test_every_service_refuses_forged_tokens(
     assert clients.json()["items"] == []
     assert (await victim.api.get("/api/payments")).json()["items"] == []
     assert (await victim.api.get("/api/wallet")).json()["balances"] == []
+    assert (await victim.api.get("/api/sync/connections")).json()["items"] == []

@@ -22,9 +22,10 @@ from common.testing.servers import MysqlServer
 from invoice.consumers import on_invoices_imported
 from invoice.models import Invoice
 from simulators.billing_platform_testing import BillingPlatformControl, BillingPlatformServer
+from sync.commands import JOBS_TOPIC, JobRequested
 from sync.config import SyncSettings
 from sync.crypto import Keyring
-from sync.events import INVOICES_IMPORTED, JOBS_TOPIC, TOPIC, JobRequested
+from sync.events import INVOICES_IMPORTED, TOPIC
 from sync.jobs import JobRunner
 from sync.main import create_app
 from sync.models import Connection, JobState, OutboxMessage

@@ -5,8 +5,7 @@ key the owner's id. It carries only what changed since the last read of the same
 each invoice with its client, and invoices the platform no longer lists with `removed` true.
 The invoice service upserts them by (owner, source, external id).
 
-`sync.jobs`: `sync.job_requested`, the command that a worker syncs one connection, keyed
-by owner so one owner's jobs stay in order on one partition.
+Job commands on `sync.jobs` are internal to this service: see commands.py.
 """
 
 import uuid
@@ -19,13 +18,11 @@ from pydantic import BaseModel, PlainSerializer, WithJsonSchema
 from common.types import money_text
 
 TOPIC = "sync.events"
-JOBS_TOPIC = "sync.jobs"
 SOURCE = "/services/sync"
 # The name imported records carry in the invoice service: (owner, source, external id).
 PLATFORM_SOURCE = "billing_platform"
 
 INVOICES_IMPORTED = "billing.invoices_imported"
-JOB_REQUESTED = "sync.job_requested"
 
 AmountText = Annotated[
     Decimal,
@@ -62,15 +59,6 @@ class InvoicesImported(BaseModel):
     invoices: list[ImportedInvoice]
 
 
-class JobRequested(BaseModel):
-    connection_id: uuid.UUID
-    owner_id: uuid.UUID
-    # Only the message carrying the connection's current token may work on it.
-    token: str
-    reason: Literal["dispatch", "schedule", "manual", "connected", "continuation", "retry"]
-
-
 EVENTS: dict[str, type[BaseModel]] = {
     INVOICES_IMPORTED: InvoicesImported,
-    JOB_REQUESTED: JobRequested,
 }

@@ -28,6 +28,7 @@ from common.events import new_event
 from common.logging import get_logger
 from common.outbox import add_event, utcnow
 from sync import repository, service
+from sync.commands import JobRequested
 from sync.config import SyncSettings
 from sync.crypto import Keyring, KeyringError, Sealed
 from sync.events import (
@@ -37,7 +38,6 @@ from sync.events import (
     ImportedClient,
     ImportedInvoice,
     InvoicesImported,
-    JobRequested,
 )
 from sync.models import Connection, JobState, OutboxMessage, Phase
 from sync.platform import BadPlatformData, Page, PlatformApi, PlatformRejected, PlatformUnavailable

@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.events import new_event
 from common.outbox import add_event, utcnow
 from sync import repository
+from sync.commands import JOB_REQUESTED, JOBS_TOPIC, JobRequested
 from sync.config import SyncSettings
 from sync.crypto import Keyring
-from sync.events import JOB_REQUESTED, JOBS_TOPIC, SOURCE, JobRequested
+from sync.events import SOURCE
 from sync.exceptions import (
     AlreadyConnected,
     ConnectionNotFound,

@@ -20,9 +20,9 @@ from common.logging import configure_logging, get_logger
 from common.outbox import OutboxRelay
 from common.runtime import Loop, run_every, run_loops, sleep_unless
 from sync import consumers, service
+from sync.commands import JOB_REQUESTED, JOBS_TOPIC, JobRequested
 from sync.config import SyncSettings, get_settings
 from sync.crypto import Keyring
-from sync.events import JOB_REQUESTED, JOBS_TOPIC, JobRequested
 from sync.jobs import JobRunner
 from sync.models import InboxMessage, OutboxMessage
 from sync.platform import PlatformApi
