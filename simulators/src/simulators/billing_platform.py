@@ -11,6 +11,8 @@ Run it with `python -m simulators.billing_platform --host 127.0.0.1 --port 9100`
 
 import argparse
 import asyncio
+import bisect
+import itertools
 import logging
 import secrets
 import time
@@ -30,6 +32,8 @@ MAX_PAGE_SIZE = 500
 STATUSES = ("pending", "past_due", "paid", "void")
 # Faults that change a real page rather than replace the answer.
 PAGE_FAULTS = ("repeat_page", "huge_page", "missing_fields", "absurd_amount")
+
+_IDS = itertools.count(1)
 
 FaultMode = Literal[
     "reset",  # the connection is closed without an answer
@@ -73,13 +77,16 @@ class Account:
     clients: dict[str, Client] = field(default_factory=dict)
     # Insertion order is creation order: the listing walks these in order.
     invoices: dict[str, Invoice] = field(default_factory=dict)
+    # Ids are unique across the whole platform (a counter shared by every account), as a real
+    # platform's are; they grow with creation, which is what the listing's cursor relies on.
+    counter: "itertools.count[int]" = field(default_factory=lambda: _IDS)
     sequence: int = 0
     # Rate limiting: request times in the current window.
     window_start: float = 0.0
     window_count: int = 0
 
     def next_id(self, prefix: str) -> str:
-        self.sequence += 1
+        self.sequence = next(self.counter)
         return f"{prefix}_{self.sequence:010d}"
 
 
@@ -221,12 +228,15 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
-def _page(items: list[Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
-    """Items after the cursor (the id of the last item of the previous page), and the next
-    cursor. Ids grow with creation, so a removed item does not shift later pages."""
-    start = [item for item in items if cursor is None or item.id > cursor]
-    page = start[:limit]
-    next_cursor = page[-1].id if len(start) > limit else None
+def _page(records: dict[str, Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+    """Records after the cursor (the id of the last record of the previous page), and the
+    next cursor. Ids grow with creation and a dict keeps insertion order, so the ids are
+    sorted: a bisection finds the start, and a removed record does not shift later pages."""
+    ids = list(records)
+    start = 0 if cursor is None else bisect.bisect_right(ids, cursor)
+    window = ids[start : start + limit + 1]
+    page = [records[record_id] for record_id in window[:limit]]
+    next_cursor = page[-1].id if len(window) > limit else None
     return page, next_cursor
 
 
@@ -266,7 +276,7 @@ def create_app(rate_limit: int = 0, rate_window: float = 1.0) -> FastAPI:
             return account, _error(429, "rate_limited", "Too many requests", headers), None
         return account, None, None
 
-    def listing(request: Request, items: list[Any], page_fault: str | None) -> Response:
+    def listing(request: Request, items: dict[str, Any], page_fault: str | None) -> Response:
         try:
             limit = int(request.query_params.get("limit", DEFAULT_PAGE_SIZE))
         except ValueError:
@@ -294,7 +304,7 @@ def create_app(rate_limit: int = 0, rate_window: float = 1.0) -> FastAPI:
         account, answer, page_fault = await admit(request, path)
         if answer is not None or account is None:
             return answer or _error(401, "unauthorized", "Missing or unknown API key")
-        items = list(account.clients.values() if kind == "clients" else account.invoices.values())
+        items = account.clients if kind == "clients" else account.invoices
         return listing(request, items, page_fault)
 
     @app.get("/v1/account")
