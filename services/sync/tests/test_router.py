@@ -146,3 +146,27 @@ async def test_every_endpoint_needs_a_token(api: httpx.AsyncClient) -> None:
     ):
         response = await api.request(method, path)
         assert response.status_code == 401, path
+
+
+async def test_a_deleted_account_loses_its_connection_and_sealed_key(
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    owner: uuid.UUID,
+    platform_server: BillingPlatformServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    from common.events import CloudEvent
+    from sync.consumers import on_user_deleted
+
+    await connect(api, auth, platform_server.base_url, SECRET_KEY)
+    event = CloudEvent(
+        source="/services/user",
+        type="user.deleted",
+        subject=str(owner),
+        data={"user_id": str(owner)},
+    )
+    async with sessionmaker() as session, session.begin():
+        await on_user_deleted(session, event)
+
+    async with sessionmaker() as session:
+        assert await session.scalar(select(Connection).where(Connection.owner_id == owner)) is None
