@@ -87,7 +87,7 @@ def worker_env(logs: Path, sync_url: str, invoice_url: str, bootstrap: str) -> d
         "SYNC_BREAKER_OPEN_SECONDS": "2",
         "SYNC_RETRY_FOR_SECONDS": "3",
         "SYNC_PARK_BASE_SECONDS": "1",
-        "SYNC_PARK_MAX_SECONDS": "2",
+        "SYNC_PARK_MAX_SECONDS": "30",
         "SYNC_RECOVER_EVERY_SECONDS": "0.5",
         "SYNC_DISPATCH_EVERY_SECONDS": "0",
     }

@@ -6,6 +6,7 @@ import uuid
 import httpx
 import pytest
 
+from common.testing.identity import TestIssuer
 from simulators.billing_platform import FaultMode
 from simulators.billing_platform_testing import BillingPlatformControl, BillingPlatformServer
 from sync.models import JobState
@@ -154,3 +155,46 @@ async def _run_parked_job_now(pipeline: Pipeline, connection_id: uuid.UUID) -> N
     else:
         assert connection.state == JobState.QUEUED
     await pipeline.run_once(connection_id)
+
+
+async def test_the_first_parked_job_to_get_through_wakes_the_others_on_its_platform(
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    test_issuer: TestIssuer,
+    platform: BillingPlatformControl,
+    platform_server: BillingPlatformServer,
+    pipeline: Pipeline,
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from common.outbox import utcnow
+    from sync.models import Connection
+
+    _first_account, first_key = platform.create_account(invoices=10)
+    _second_account, second_key = platform.create_account(invoices=10)
+    first = await connect(api, auth, platform_server.base_url, first_key)
+    second = await connect(
+        api, test_issuer.headers(uuid.uuid4()), platform_server.base_url, second_key
+    )
+    later = utcnow() + timedelta(minutes=10)
+    async with pipeline.sync_sessions() as session, session.begin():
+        await session.execute(
+            update(Connection)
+            .where(Connection.id.in_([first, second]))
+            .values(
+                state=JobState.PARKED,
+                job_token=None,
+                next_attempt_at=later,
+                last_error="platform unavailable: circuit breaker open for the platform",
+            )
+        )
+
+    # The first one's backoff ends; the platform answers again.
+    await _run_parked_job_now(pipeline, first)
+
+    woken = await pipeline.connection(second)
+    assert woken.state == JobState.PARKED
+    assert woken.next_attempt_at is not None
+    assert woken.next_attempt_at <= utcnow()

@@ -95,7 +95,10 @@ class JobRunner:
                 return "skipped"
             try:
                 for _ in range(self.settings.pages_per_slice):
-                    if await self._step(work):
+                    done = await self._step(work)
+                    if work.pages == 1 and job.reason == "retry":
+                        await self._wake_others(work)
+                    if done:
                         log.info("sync_finished")
                         return "finished"
                 await self._hand_over(work)
@@ -326,6 +329,14 @@ class JobRunner:
         add_event(
             session, OutboxMessage, TOPIC, new_event(SOURCE, INVOICES_IMPORTED, work.owner_id, data)
         )
+
+    async def _wake_others(self, work: _Slice) -> None:
+        """A parked job read a page: the platform is back, so the other jobs it parked are
+        due now rather than at the end of their backoff."""
+        async with self.sessionmaker() as session, session.begin():
+            woken = await service.wake_parked_on(session, work.base_url)
+        if woken:
+            log.info("parked_jobs_woken", count=woken)
 
     async def _hand_over(self, work: _Slice) -> None:
         """Release the lease and queue the rest of the sync behind the jobs waiting now."""

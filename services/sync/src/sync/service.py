@@ -1,12 +1,13 @@
 """Domain operations of the sync service: connections, asking for syncs, and the job queue's
 bookkeeping. They stage changes and job commands; the edge commits."""
 
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -190,7 +191,7 @@ async def dispatch_batch(
     return ids[-1]
 
 
-async def requeue_due(session: AsyncSession, settings: SyncSettings, limit: int = 200) -> int:
+async def requeue_due(session: AsyncSession, settings: SyncSettings, limit: int = 1000) -> int:
     """Queue again the parked jobs that are due, the jobs of workers that died, and queued
     jobs whose message never arrived."""
     now = utcnow()
@@ -205,8 +206,28 @@ async def requeue_due(session: AsyncSession, settings: SyncSettings, limit: int 
 
 
 def parked_until(settings: SyncSettings, failures: int, at_least: float | None) -> datetime:
-    """When a job that failed `failures` times running is tried again."""
-    wait = min(settings.park_max_seconds, settings.park_base_seconds * 2 ** max(0, failures - 1))
+    """When a job that failed `failures` times running is tried again: exponential backoff
+    with jitter (half to all of the wait), so the jobs parked by one outage do not all come
+    back at once; the first of them to find the platform answering wakes the rest
+    (`wake_parked_on`)."""
+    ceiling = min(settings.park_max_seconds, settings.park_base_seconds * 2 ** max(0, failures - 1))
+    wait = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
     if at_least is not None:
         wait = max(wait, min(at_least, settings.park_max_seconds))
     return utcnow() + timedelta(seconds=wait)
+
+
+async def wake_parked_on(session: AsyncSession, base_url: str) -> int:
+    """The platform answers again: its jobs parked by the outage are due now."""
+    now = utcnow()
+    result = await session.execute(
+        update(Connection)
+        .where(
+            Connection.state == JobState.PARKED,
+            Connection.base_url == base_url,
+            Connection.next_attempt_at > now,
+            Connection.last_error.like("platform unavailable%"),
+        )
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
