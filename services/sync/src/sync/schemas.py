@@ -1,12 +1,12 @@
 """API models of the sync service."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from common.types import UtcDateTime
+from sync.models import Connection
 
 
 class Strict(BaseModel):
@@ -58,22 +58,18 @@ class SyncStatus(BaseModel):
     next_attempt_at: UtcDateTime | None
 
     @classmethod
-    def of(cls, connection: object) -> "SyncStatus":
-        c = connection
+    def of(cls, connection: Connection) -> "SyncStatus":
         return cls(
-            connection_id=c.id,  # type: ignore[attr-defined]
-            state=c.state,  # type: ignore[attr-defined]
-            phase=c.phase,  # type: ignore[attr-defined]
-            pages_read=c.pages_read,  # type: ignore[attr-defined]
-            invoices_seen=c.invoices_seen,  # type: ignore[attr-defined]
-            invoices_changed=c.invoices_changed,  # type: ignore[attr-defined]
-            invoices_skipped=c.invoices_skipped,  # type: ignore[attr-defined]
-            sync_started_at=c.scan_started_at,  # type: ignore[attr-defined]
-            last_success_at=c.last_success_at,  # type: ignore[attr-defined]
-            last_error=c.last_error,  # type: ignore[attr-defined]
-            last_error_at=c.last_error_at,  # type: ignore[attr-defined]
-            next_attempt_at=c.next_attempt_at,  # type: ignore[attr-defined]
+            connection_id=connection.id,
+            state=connection.state,
+            phase=connection.phase,
+            pages_read=connection.pages_read,
+            invoices_seen=connection.invoices_seen,
+            invoices_changed=connection.invoices_changed,
+            invoices_skipped=connection.invoices_skipped,
+            sync_started_at=connection.scan_started_at,
+            last_success_at=connection.last_success_at,
+            last_error=connection.last_error,
+            last_error_at=connection.last_error_at,
+            next_attempt_at=connection.next_attempt_at,
         )
-
-
-_ = datetime
