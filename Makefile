@@ -19,7 +19,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
-	@echo "make bench  - the listing, events, PDF and email benchmarks (docs/benchmarks.md)"
+	@echo "make bench  - the listing, events, PDF, email and sync benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
@@ -68,6 +68,8 @@ run: setup
 	@echo "OpenAPI docs:  http://127.0.0.1:8101/docs (user)  http://127.0.0.1:8102/docs (invoice)  http://127.0.0.1:8103/docs (payment)  http://127.0.0.1:8105/docs (email)"
 	@echo "FakePay:       http://127.0.0.1:9000/fakepay  (the card provider's simulator)"
 	@echo "Email:         providers' simulator http://127.0.0.1:9200/_control/messages, SMTP sink on 9025"
+	@echo "Billing API:   http://127.0.0.1:9100/v1/invoices  (the billing platform's simulator, docs/billing_api.md)"
+	@echo "Sync:          http://127.0.0.1:8104/docs  (connect a billing platform: docs/sync.md)"
 	@echo "A token:       make token SUB=alice@example.com"
 	@echo
 	$(BIN)/honcho start -f deploy/local/Procfile -d .
@@ -132,12 +134,19 @@ bench: setup wrk
 	$(BIN)/python scripts/bench_events.py
 	$(BIN)/python scripts/bench_pdf.py
 	$(BIN)/python scripts/bench_email.py
+	$(BIN)/python scripts/bench_sync.py
 
 # The PDF benchmark alone (docs/benchmarks.md): render and cached-download latency.
 .PHONY: bench-pdf
 bench-pdf: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_pdf.py
+
+# The sync benchmark alone (docs/benchmarks.md): the billing platform to the invoice schema.
+.PHONY: bench-sync
+bench-sync: setup
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_sync.py
 
 # The events benchmark alone (docs/benchmarks.md): relay and consumers on a dev broker of its own.
 .PHONY: bench-events

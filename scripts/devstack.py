@@ -130,6 +130,7 @@ def gateway() -> None:
         invoice_upstream=os.environ.get("INVOICE_UPSTREAM", "127.0.0.1:8102"),
         payment_upstream=os.environ.get("PAYMENT_UPSTREAM", "127.0.0.1:8103"),
         email_upstream=os.environ.get("EMAIL_UPSTREAM", "127.0.0.1:8105"),
+        sync_upstream=os.environ.get("SYNC_UPSTREAM", "127.0.0.1:8104"),
     )
     run_dir = ROOT / ".run" / "gateway"
     main_conf = render(config, run_dir)

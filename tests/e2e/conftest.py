@@ -103,6 +103,14 @@ SERVICES = [
         },
         package="mailer",
     ),
+    Service(
+        "sync",
+        lambda at: {
+            # A fixed test key (32 bytes, base64): the suite's connections are sealed with it.
+            "SYNC_CONNECTION_KEY": "e2e:ZTJlLXRlc3Qta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+            "SYNC_ALLOWED_PLATFORM_HOSTS": "127.0.0.1",
+        },
+    ),
 ]
 
 

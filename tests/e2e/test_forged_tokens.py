@@ -26,12 +26,18 @@ PROTECTED = [
     ("GET", "/api/emails"),
     ("GET", "/api/emails/0197a0b2-0000-7000-8000-000000000000"),
     ("GET", "/api/invoices/0197a0b2-0000-7000-8000-000000000000/emails"),
+    ("GET", "/api/sync/connections"),
+    ("POST", "/api/sync/connections"),
+    ("GET", "/api/sync/status"),
+    ("POST", "/api/sync/runs"),
+    ("DELETE", "/api/sync/connections/0197a0b2-0000-7000-8000-000000000000"),
 ]
 CARD = {"number": "1234 5656 7822 5678", "expiry": "01-2040", "name": "Work Card"}
 # A body each POST would take from a valid token, so only the token is wrong.
 BODIES = {
     "/api/clients": {"name": "Forged", "email": "f@example.com"},
     "/api/wallet/topups": {"amount": "10.00", "currency": "USD", "card": CARD},
+    "/api/sync/connections": {"base_url": "http://127.0.0.1:9", "api_key": "sk_forged_key"},
 }
 
 
@@ -99,6 +105,7 @@ async def test_every_service_refuses_forged_tokens(
     assert (await victim.api.get("/api/payments")).json()["items"] == []
     assert (await victim.api.get("/api/wallet")).json()["balances"] == []
     assert (await victim.api.get("/api/emails")).json()["items"] == []
+    assert (await victim.api.get("/api/sync/connections")).json()["items"] == []
 
 
 async def test_forged_tokens_neither_download_nor_send_the_victims_invoice(

@@ -66,6 +66,11 @@ ENDPOINTS: dict[tuple[str, str, str], str] = {
     ("email", "POST", "/webhooks/sendgrid"): WEBHOOK,
     ("email", "POST", "/webhooks/mailgun"): WEBHOOK,
     ("email", "POST", "/webhooks/ses"): WEBHOOK,
+    ("sync", "POST", "/api/sync/connections"): "shown below",
+    ("sync", "GET", "/api/sync/connections"): "shown below",
+    ("sync", "DELETE", "/api/sync/connections/{connection_id}"): "shown below",
+    ("sync", "GET", "/api/sync/status"): "shown below",
+    ("sync", "POST", "/api/sync/runs"): "shown below",
 }
 HEALTH = {("GET", "/health/live"), ("GET", "/health/ready")}
 
@@ -370,3 +375,41 @@ async def test_a_second_user_cannot_reach_the_first_users_emails(
     after = (await alice.api.get(f"/api/emails/{send_id}")).json()
     assert after["status"] != "bounced"
     assert after["history"][: len(alice_before["history"])] == alice_before["history"]
+
+
+async def test_a_second_user_cannot_reach_the_first_users_billing_connection(
+    suite: Suite, sign_in_as: Any
+) -> None:
+    alice = await sign_in_as(f"alice-{uuid.uuid4().hex[:8]}@example.com")
+    mallory = await sign_in_as(f"mallory-{uuid.uuid4().hex[:8]}@example.com")
+    # Nothing listens on port 9: the sync parks, which changes nothing here.
+    created = await alice.api.post(
+        "/api/sync/connections",
+        json={"base_url": "http://127.0.0.1:9", "api_key": "sk_alices_secret_key"},
+    )
+    assert created.status_code == 201, created.text
+    connection_id = created.json()["id"]
+    alice_status = (await alice.api.get("/api/sync/status")).json()
+    m = mallory.api
+
+    assert same_answer(
+        await m.delete(f"/api/sync/connections/{connection_id}"),
+        await m.delete(f"/api/sync/connections/{uuid.uuid4()}"),
+    )
+    assert (await m.get("/api/sync/connections")).json()["items"] == []
+    assert (await m.get("/api/sync/status")).status_code == 404
+    assert (await m.post("/api/sync/runs")).status_code == 404
+    # Mallory's own connection is hers alone, and does not touch Alice's.
+    theirs = await m.post(
+        "/api/sync/connections",
+        json={"base_url": "http://127.0.0.1:9", "api_key": "sk_mallorys_own_key"},
+    )
+    assert theirs.status_code == 201
+    assert theirs.json()["id"] != connection_id
+
+    listed = (await alice.api.get("/api/sync/connections")).json()["items"]
+    assert [c["id"] for c in listed] == [connection_id]
+    assert (await alice.api.get("/api/sync/status")).json()["connection_id"] == (
+        alice_status["connection_id"]
+    )
+    assert "sk_alices_secret_key" not in created.text

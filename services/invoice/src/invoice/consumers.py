@@ -1,10 +1,13 @@
 """Kafka handlers of the invoice service, as thin as the routes: parse, call the service.
 
 The owner's profile comes from `user.events`; succeeded card payments of invoices from
-`payment.events`. Imported invoices (`billing.invoice_imported`) arrive with the sync service.
+`payment.events`. Imported invoices arrive from the sync service as
+`billing.invoices_imported`, a page at a time, and are upserted by (owner, source, platform id).
 """
 
 import uuid
+from datetime import date, datetime
+from decimal import Decimal
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.events import CloudEvent
 from common.inbox import Handler
 from invoice import service
+from invoice.models import InvoiceStatus
 
 
 class Address(BaseModel):
@@ -80,6 +84,45 @@ async def on_payment_succeeded(session: AsyncSession, event: CloudEvent) -> None
     await service.record_payment(session, payment.owner_id, payment.invoice_id, payment.payment_id)
 
 
+class ImportedClientData(BaseModel):
+    external_id: str
+    name: str
+    email: str
+
+
+class ImportedInvoiceData(BaseModel):
+    external_id: str
+    number: str
+    client_external_id: str
+    description: str
+    amount: Decimal
+    currency: str
+    status: InvoiceStatus
+    due_date: date
+    issued_at: datetime
+    removed: bool = False
+
+
+class InvoicesImported(BaseModel):
+    """The slice of the sync service's `billing.invoices_imported` this service reads."""
+
+    owner_id: uuid.UUID
+    source: str
+    clients: list[ImportedClientData]
+    invoices: list[ImportedInvoiceData]
+
+
+async def on_invoices_imported(session: AsyncSession, event: CloudEvent) -> None:
+    data = InvoicesImported.model_validate(event.data)
+    batch = service.ImportBatch(
+        owner_id=data.owner_id,
+        source=data.source,
+        clients=[service.ImportedClient(**c.model_dump()) for c in data.clients],
+        invoices=[service.ImportedInvoice(**i.model_dump()) for i in data.invoices],
+    )
+    await service.apply_import(session, batch)
+
+
 CONSUMER_GROUP = "invoice-service"
 USER_TOPIC = "user.events"
 PAYMENT_TOPIC = "payment.events"
@@ -88,5 +131,7 @@ HANDLERS: dict[str, Handler] = {
     "user.updated": on_user_profile,
     "user.deleted": on_user_deleted,
     "payment.succeeded": on_payment_succeeded,
+    "billing.invoices_imported": on_invoices_imported,
 }
-TOPICS: list[str] = [USER_TOPIC, PAYMENT_TOPIC]
+SYNC_TOPIC = "sync.events"
+TOPICS: list[str] = [USER_TOPIC, PAYMENT_TOPIC, SYNC_TOPIC]

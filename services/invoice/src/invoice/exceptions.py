@@ -80,3 +80,14 @@ class PdfBusy(ProblemError):
     def __init__(self) -> None:
         super().__init__("The invoice's PDF is being rendered; try again shortly")
         self.headers = {"Retry-After": "2"}
+
+
+class InvoiceImported(Conflict):
+    """Imported invoices follow their billing platform; only paying them happens here."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The invoice was imported from a billing platform; change it there and the next "
+            "sync brings the change",
+            code="invoice_imported",
+        )

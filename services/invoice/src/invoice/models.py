@@ -80,15 +80,22 @@ class InvoiceCounter(Base):
 
 
 class Client(Base):
-    """Someone an owner bills."""
+    """Someone an owner bills. An imported client carries its platform's name for where it
+    came from (`source`) and its id there (`external_id`): one row per (owner, source,
+    external id), whatever number of times it is imported."""
 
     __tablename__ = "clients"
-    __table_args__ = (Index(None, "owner_id", "name"),)
+    __table_args__ = (
+        Index(None, "owner_id", "name"),
+        UniqueConstraint("owner_id", "source", "external_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320))
+    source: Mapped[str | None] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -118,6 +125,8 @@ class Invoice(Base):
         # The past-due sweep looks across all owners for pending invoices by due date.
         Index("ix_invoices_status_due", "status", "due_date"),
         UniqueConstraint("owner_id", "number", name="uq_invoices_owner_number"),
+        # An imported invoice is one row per (owner, source, platform id): docs/sync.md.
+        UniqueConstraint("owner_id", "source", "external_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
@@ -136,6 +145,14 @@ class Invoice(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # Imported invoices only (NULL on invoices made here): where from, the platform's id and
+    # number, the status the platform last reported, and when the platform stopped listing it.
+    source: Mapped[str | None] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    external_number: Mapped[str | None] = mapped_column(String(64))
+    external_status: Mapped[str | None] = mapped_column(String(16))
+    issued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    removed_upstream_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class InvoiceLine(Base):

@@ -276,7 +276,12 @@ async def pending_past_due(session: AsyncSession, today: date, limit: int) -> Se
     """Pending invoices due before today, locked; rows another worker holds are skipped."""
     query = (
         select(Invoice)
-        .where(Invoice.status == InvoiceStatus.PENDING, Invoice.due_date < today)
+        # Imported invoices are left to their platform, which reports past due itself.
+        .where(
+            Invoice.status == InvoiceStatus.PENDING,
+            Invoice.due_date < today,
+            Invoice.source.is_(None),
+        )
         .order_by(Invoice.due_date)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -326,3 +331,41 @@ async def named_lock(session: AsyncSession, name: str, timeout_seconds: int) -> 
     finally:
         if got:
             await session.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
+async def imported_clients(
+    session: AsyncSession, owner_id: uuid.UUID, source: str, external_ids: set[str]
+) -> dict[str, Client]:
+    """The owner's clients imported from this source, by their platform id; locked."""
+    if not external_ids:
+        return {}
+    rows = await session.scalars(
+        select(Client)
+        .where(
+            Client.owner_id == owner_id,
+            Client.source == source,
+            Client.external_id.in_(external_ids),
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {str(client.external_id): client for client in rows}
+
+
+async def imported_invoices(
+    session: AsyncSession, owner_id: uuid.UUID, source: str, external_ids: set[str]
+) -> dict[str, Invoice]:
+    """The owner's invoices imported from this source, by their platform id; locked."""
+    if not external_ids:
+        return {}
+    rows = await session.scalars(
+        select(Invoice)
+        .where(
+            Invoice.owner_id == owner_id,
+            Invoice.source == source,
+            Invoice.external_id.in_(external_ids),
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {str(invoice.external_id): invoice for invoice in rows}

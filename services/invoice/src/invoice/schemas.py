@@ -156,6 +156,13 @@ class InvoiceRead(BaseModel):
     version: int = Field(description="Goes up whenever anything the invoice's PDF shows changes")
     created_at: UtcDateTime
     updated_at: UtcDateTime
+    source: str | None = Field(
+        None, description="The billing platform it was imported from; null when made here"
+    )
+    external_number: str | None = Field(None, description="Its number on that platform")
+    removed_upstream_at: UtcDateTime | None = Field(
+        None, description="When the platform stopped listing it (it was voided here then)"
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

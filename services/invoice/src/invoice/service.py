@@ -34,6 +34,7 @@ from invoice.events import (
 from invoice.exceptions import (
     ClientNotFound,
     InvalidLines,
+    InvoiceImported,
     InvoiceNotFound,
     InvoiceNotOpen,
     InvoiceNotPayable,
@@ -345,6 +346,8 @@ async def void_invoice(
     invoice = await repository.get_invoice(session, owner_id, invoice_id, for_update=True)
     if invoice is None:
         raise InvoiceNotFound()
+    if invoice.source is not None:
+        raise InvoiceImported()
     if invoice.status not in OPEN_STATUSES:
         raise InvoiceNotOpen(invoice.status)
     _change_status(session, invoice, InvoiceStatus.VOID)
@@ -737,3 +740,158 @@ async def send_invoice(
         raise
     log.info("invoice_send_requested", send_id=str(send.id), invoice_id=str(invoice.id))
     return send
+
+
+# --- imported from a billing platform (the sync service) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportedClient:
+    external_id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class ImportedInvoice:
+    external_id: str
+    number: str
+    client_external_id: str
+    description: str
+    amount: Decimal
+    currency: str
+    status: InvoiceStatus
+    due_date: date
+    issued_at: datetime
+    removed: bool
+
+
+@dataclass(frozen=True)
+class ImportBatch:
+    owner_id: uuid.UUID
+    source: str
+    clients: list[ImportedClient]
+    invoices: list[ImportedInvoice]
+
+
+async def apply_import(session: AsyncSession, batch: ImportBatch) -> None:
+    """Upsert one page of imported clients and invoices by (owner, source, platform id).
+
+    Applying the same batch twice changes nothing. A status the platform reports anew is
+    applied (and announced like any status change), except that an invoice paid here stays
+    paid while the platform still says it is open. An invoice the platform no longer lists
+    is kept, marked `removed_upstream_at`, and voided if it was still open, so nobody chases
+    or charges it. Imported invoices are announced with `invoice.created` like any other.
+    """
+    owner_id, source = batch.owner_id, batch.source
+    wanted = {c.external_id for c in batch.clients} | {i.client_external_id for i in batch.invoices}
+    clients = await repository.imported_clients(session, owner_id, source, wanted)
+    for imported in batch.clients:
+        client = clients.get(imported.external_id)
+        if client is None:
+            client = Client(
+                owner_id=owner_id,
+                name=imported.name,
+                email=imported.email,
+                source=source,
+                external_id=imported.external_id,
+            )
+            session.add(client)
+            clients[imported.external_id] = client
+        elif (client.name, client.email) != (imported.name, imported.email):
+            if client.name != imported.name:
+                await repository.rename_client_on_invoices(session, client.id, imported.name)
+            client.name, client.email = imported.name, imported.email
+    await session.flush()
+
+    ids = {i.external_id for i in batch.invoices}
+    invoices = await repository.imported_invoices(session, owner_id, source, ids)
+    for imported_invoice in batch.invoices:
+        invoice = invoices.get(imported_invoice.external_id)
+        if invoice is None:
+            created = await _create_imported(session, batch, imported_invoice, clients)
+            if created is not None:
+                invoices[imported_invoice.external_id] = created
+        else:
+            _update_imported(session, invoice, imported_invoice, clients)
+    await session.flush()
+
+
+async def _create_imported(
+    session: AsyncSession,
+    batch: ImportBatch,
+    imported: ImportedInvoice,
+    clients: dict[str, Client],
+) -> Invoice | None:
+    client = clients.get(imported.client_external_id)
+    if imported.removed or client is None:
+        if client is None:
+            log.warning("imported_invoice_without_client", external_id=imported.external_id)
+        return None
+    # The owner's own running number, like any invoice here; the platform's stays beside it.
+    number = await repository.next_invoice_number(session, batch.owner_id)
+    invoice = Invoice(
+        id=uuid7(),
+        owner_id=batch.owner_id,
+        number=invoice_number(number),
+        version=1,
+        client_id=client.id,
+        client_name=client.name,
+        description=imported.description,
+        amount=imported.amount.quantize(CENT),
+        currency=imported.currency,
+        status=imported.status,
+        due_date=imported.due_date,
+        source=batch.source,
+        external_id=imported.external_id,
+        external_number=imported.number,
+        external_status=imported.status,
+        issued_at=imported.issued_at.astimezone(UTC).replace(tzinfo=None),
+    )
+    session.add(invoice)
+    payload = InvoiceCreated(
+        invoice_id=invoice.id,
+        client_id=client.id,
+        client_name=client.name,
+        client_email=client.email,
+        description=invoice.description,
+        amount=invoice.amount,
+        currency=invoice.currency,
+        status=invoice.status,
+        due_date=invoice.due_date,
+    )
+    event = new_event(SOURCE, INVOICE_CREATED, batch.owner_id, payload)
+    add_event(session, OutboxMessage, TOPIC, event)
+    return invoice
+
+
+def _update_imported(
+    session: AsyncSession, invoice: Invoice, imported: ImportedInvoice, clients: dict[str, Client]
+) -> None:
+    client = clients.get(imported.client_external_id)
+    shown = (invoice.client_id, invoice.description, invoice.amount, invoice.currency, invoice.due_date)
+    if client is not None and client.id != invoice.client_id:
+        invoice.client_id, invoice.client_name = client.id, client.name
+    invoice.description = imported.description
+    invoice.amount = imported.amount.quantize(CENT)
+    invoice.currency = imported.currency
+    invoice.due_date = imported.due_date
+    if shown != (
+        invoice.client_id, invoice.description, invoice.amount, invoice.currency, invoice.due_date
+    ):
+        invoice.version += 1  # what its PDF shows changed: it renders anew
+    invoice.external_number = imported.number
+    if imported.removed:
+        if invoice.removed_upstream_at is None:
+            invoice.removed_upstream_at = utcnow()
+            if invoice.status in OPEN_STATUSES:
+                _change_status(session, invoice, InvoiceStatus.VOID)
+        return
+    if imported.status == invoice.external_status:
+        return  # the platform said nothing new; a local change (paid here) stands
+    invoice.external_status = imported.status
+    if invoice.status == InvoiceStatus.PAID and imported.status in OPEN_STATUSES:
+        log.info("imported_status_kept_paid", invoice_id=str(invoice.id))
+        return
+    if invoice.status != imported.status:
+        _change_status(session, invoice, imported.status)

@@ -45,6 +45,7 @@ class GatewayConfig:
     # answers its paths with the usual 503 problem instead of refusing to start.
     payment_upstream: str = "127.0.0.1:9"
     email_upstream: str = "127.0.0.1:9"
+    sync_upstream: str = "127.0.0.1:9"
     api_rate: str = "50r/s"
     api_burst: int = 100
     auth_rate: str = "10r/s"
@@ -70,6 +71,7 @@ class GatewayConfig:
             "INVOICE_UPSTREAM": self.invoice_upstream,
             "PAYMENT_UPSTREAM": self.payment_upstream,
             "EMAIL_UPSTREAM": self.email_upstream,
+            "SYNC_UPSTREAM": self.sync_upstream,
             "GATEWAY_API_RATE": self.api_rate,
             "GATEWAY_API_BURST": str(self.api_burst),
             "GATEWAY_AUTH_RATE": self.auth_rate,

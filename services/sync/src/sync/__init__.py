@@ -1,0 +1,1 @@
+"""Ledgerline sync service."""
