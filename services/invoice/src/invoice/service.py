@@ -851,6 +851,7 @@ async def _create_imported(
     session.add(invoice)
     payload = InvoiceCreated(
         invoice_id=invoice.id,
+        number=invoice.number,
         client_id=client.id,
         client_name=client.name,
         client_email=client.email,
@@ -869,7 +870,13 @@ def _update_imported(
     session: AsyncSession, invoice: Invoice, imported: ImportedInvoice, clients: dict[str, Client]
 ) -> None:
     client = clients.get(imported.client_external_id)
-    shown = (invoice.client_id, invoice.description, invoice.amount, invoice.currency, invoice.due_date)
+    shown = (
+        invoice.client_id,
+        invoice.description,
+        invoice.amount,
+        invoice.currency,
+        invoice.due_date,
+    )
     if client is not None and client.id != invoice.client_id:
         invoice.client_id, invoice.client_name = client.id, client.name
     invoice.description = imported.description
@@ -877,7 +884,11 @@ def _update_imported(
     invoice.currency = imported.currency
     invoice.due_date = imported.due_date
     if shown != (
-        invoice.client_id, invoice.description, invoice.amount, invoice.currency, invoice.due_date
+        invoice.client_id,
+        invoice.description,
+        invoice.amount,
+        invoice.currency,
+        invoice.due_date,
     ):
         invoice.version += 1  # what its PDF shows changed: it renders anew
     invoice.external_number = imported.number

@@ -126,7 +126,8 @@ class JobRunner:
             if not claimed:
                 return None
             connection = await repository.get_connection(session, job.connection_id)
-            assert connection is not None
+            if connection is None:  # the claim above holds the connection's row
+                raise RuntimeError(f"connection {job.connection_id} vanished while claimed")
             if connection.scan_started_at is None:
                 # A new full read begins: its progress counts from zero.
                 connection.scan_started_at = now
