@@ -33,9 +33,10 @@ async def run_worker(
     topics: list[str],
     handlers: dict[str, Handler],
     schedules: Sequence[Schedule] = (),
+    pool_size: int = 4,
 ) -> None:
     configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
-    engine = create_engine(settings.database_url.get_secret_value(), pool_size=4)
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=pool_size)
     sessionmaker = create_sessionmaker(engine)
     bootstrap_servers = settings.kafka_bootstrap_servers
     loops: list[Loop] = [OutboxRelay(sessionmaker, outbox_model, bootstrap_servers).run]

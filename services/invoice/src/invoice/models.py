@@ -36,9 +36,13 @@ class InvoiceStatus(StrEnum):
     PAST_DUE = "past_due"
     PAID = "paid"
     VOID = "void"
+    # The monthly billing run could not charge it and will not retry (customer unknown to
+    # the provider, wrong currency, an unknown error, declines past the last retry): a
+    # person acts. Still payable by card, and voidable.
+    FAILED = "failed"
 
 
-OPEN_STATUSES = (InvoiceStatus.PENDING, InvoiceStatus.PAST_DUE)
+OPEN_STATUSES = (InvoiceStatus.PENDING, InvoiceStatus.PAST_DUE, InvoiceStatus.FAILED)
 
 
 class Owner(Base):
@@ -113,6 +117,8 @@ class Invoice(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.PENDING)
     due_date: Mapped[date] = mapped_column(Date)
+    # Why the billing run gave up on it (the provider's code), while it is FAILED.
+    failure_reason: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 

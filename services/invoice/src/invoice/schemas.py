@@ -94,6 +94,9 @@ class InvoiceRead(BaseModel):
     currency: str
     status: InvoiceStatus
     due_date: date
+    failure_reason: str | None = Field(
+        None, description="Why the monthly billing run gave up on a FAILED invoice"
+    )
     created_at: UtcDateTime
     updated_at: UtcDateTime
 
@@ -129,9 +132,10 @@ SEED_STATUS = {
     InvoiceStatus.PAST_DUE: "PAST_DUE",
     InvoiceStatus.PAID: "PAID",
     InvoiceStatus.VOID: "CANCELLED",
+    InvoiceStatus.FAILED: "FAILED",
 }
 STATUS_FROM_SEED = {seed: status for status, seed in SEED_STATUS.items()}
-SeedStatus = Literal["PENDING", "PAST_DUE", "PAID", "CANCELLED"]
+SeedStatus = Literal["PENDING", "PAST_DUE", "PAID", "CANCELLED", "FAILED"]
 
 
 CARD_NUMBER = re.compile(r"[0-9 ]+")
