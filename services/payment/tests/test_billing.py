@@ -3,7 +3,10 @@ starts, one run per fire time, each provider outcome, decline retries, resuming 
 crash without a second charge, and the API that shows it. The clock is a test's own."""
 
 import asyncio
+import os
+import sys
 import uuid
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -614,3 +617,56 @@ async def test_a_status_change_updates_the_copy_of_the_invoice(
     assert copy is not None
     assert copy.status == "void"
     assert copy.client_email == "billing@acme.test"  # kept from invoice.created
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+async def test_the_command_starts_the_run_charges_and_prints_the_report(
+    api: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+    owner: uuid.UUID,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: PaymentSettings,
+    clean_billing: None,
+    fakepay: FakePayControl,
+) -> None:
+    paid = await add_invoice(
+        sessionmaker, await add_client(api, test_issuer, owner, GOOD_CARD), due=date(2027, 2, 1)
+    )
+    failed = await add_invoice(
+        sessionmaker,
+        await add_client(api, test_issuer, owner, MISMATCH_CARD),
+        due=date(2027, 2, 1),
+    )
+    env = {
+        **os.environ,
+        "PAYMENT_DATABASE_URL": settings.database_url.get_secret_value(),
+        "PAYMENT_FAKEPAY_URL": settings.fakepay_url,
+    }
+    command = [sys.executable, "-m", "payment.cli", "billing-run", "--as-of", "2027-02-03"]
+
+    async def run(*extra: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            *command, *extra, env=env, stdout=PIPE, stderr=STDOUT
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode == 0, output.decode()
+        return output.decode()
+
+    preview = await run("--dry-run")
+    assert "USD" in preview
+    assert "240.00" in preview
+    assert charges_for(fakepay, paid) == 0
+
+    report = await run()
+    assert "2027-02-01 10:00 UTC" in report
+    assert "charged 2 of 2" in report  # not a terminal: plain lines
+    assert "currency_mismatch" in report
+    assert str(failed) in report
+    assert charges_for(fakepay, paid) == 1
+    assert (await item_of(sessionmaker, paid)).outcome == ItemOutcome.PAID
+
+    again = await run()  # resumes the same run: nothing left to charge
+    assert "charged" not in again
+    assert charges_for(fakepay, paid) == 1
