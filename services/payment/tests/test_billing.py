@@ -437,8 +437,7 @@ async def test_an_attempt_charged_before_a_crash_is_found_not_charged_again(
     # A worker claims the item, commits its attempt, the provider charges, and the worker
     # dies before it writes the outcome.
     claim, [item_id] = await billing._claim_batch(worker, 10)
-    attempt = await billing._prepare_attempt(worker, item_id, claim)
-    assert attempt is not None
+    [attempt] = await billing._prepare_attempts(worker, [item_id], claim)
     await worker.provider.charge_saved(attempt.charge)
     assert charges_for(fakepay, invoice) == 1
 
@@ -468,8 +467,7 @@ async def test_an_attempt_never_sent_before_a_crash_is_sent_once_with_its_own_ke
     invoice = await add_invoice(sessionmaker, await add_client(api, test_issuer, owner, GOOD_CARD))
     await billing.start_due_run(worker)
     claim, [item_id] = await billing._claim_batch(worker, 10)
-    attempt = await billing._prepare_attempt(worker, item_id, claim)
-    assert attempt is not None
+    [attempt] = await billing._prepare_attempts(worker, [item_id], claim)
     clock.now += timedelta(seconds=worker.settings.billing_claim_seconds + 1)
     await billing.charge_due_items(replace(worker, worker_id="second"))
 

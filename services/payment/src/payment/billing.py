@@ -295,27 +295,42 @@ async def preview(
 
 async def charge_due_items(billing: Billing, max_batches: int | None = None) -> int:
     """Claim and charge queued items whose time has come until none is left; the number
-    handled. Workers run this side by side: each claims its own batches."""
+    handled. Workers run this side by side: each claims its own batches.
+
+    A batch is as large as the concurrency, and a few batches are in flight at once, so the
+    provider stays busy while one batch's outcomes are written and the next one prepared.
+    """
+    settings = billing.settings
+    semaphore = asyncio.Semaphore(settings.billing_concurrency)
+    in_flight: set[asyncio.Task[int]] = set()
     handled = 0
     batches = 0
-    semaphore = asyncio.Semaphore(billing.settings.billing_concurrency)
-    while max_batches is None or batches < max_batches:
-        claim, ids = await _claim_batch(billing, billing.settings.billing_concurrency * 4)
-        if not ids:
+    more = True
+    while True:
+        while more and len(in_flight) < PIPELINE_DEPTH:
+            if max_batches is not None and batches >= max_batches:
+                more = False
+                break
+            claim, ids = await _claim_batch(billing, settings.billing_concurrency)
+            if not ids:
+                more = False
+                break
+            batches += 1
+            in_flight.add(asyncio.create_task(_charge_batch(billing, claim, ids, semaphore)))
+        if not in_flight:
             break
-        batches += 1
-
-        async def one(item_id: int, claim: str = claim) -> None:
-            async with semaphore:
-                try:
-                    await charge_item(billing, item_id, claim)
-                except Exception as exc:  # one invoice's trouble must not stop the others
-                    log.error("billing_item_error", item_id=item_id, error_type=type(exc).__name__)
-
-        await asyncio.gather(*(one(item_id) for item_id in ids))
-        handled += len(ids)
+        done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            try:
+                handled += task.result()
+            except Exception as exc:  # a batch's trouble must not stop the others
+                log.error("billing_batch_error", error_type=type(exc).__name__, error=str(exc))
     await update_run_statuses(billing)
     return handled
+
+
+# Batches in flight in one worker at once.
+PIPELINE_DEPTH = 3
 
 
 async def _claim_batch(billing: Billing, size: int) -> tuple[str, list[int]]:
@@ -350,73 +365,136 @@ async def _claim_batch(billing: Billing, size: int) -> tuple[str, list[int]]:
 class _Attempt:
     """An attempt to send to the provider, read in the transaction that made or found it."""
 
+    item_id: int
     payment_id: uuid.UUID
     charge: SavedCharge
     resumed: bool  # an earlier attempt whose outcome was lost: asked about before resending
 
 
+async def _charge_batch(
+    billing: Billing, claim: str, ids: list[int], semaphore: asyncio.Semaphore
+) -> int:
+    """Prepare the batch's attempts in one transaction, send them side by side, and write
+    their outcomes in one transaction."""
+    try:
+        attempts = await _prepare_attempts(billing, ids, claim)
+    except IntegrityError:
+        # A card payment took one of the invoices between our read and our insert: the
+        # batch rolled back whole; one by one, only that invoice is held up.
+        attempts = []
+        for item_id in ids:
+            try:
+                attempts += await _prepare_attempts(billing, [item_id], claim)
+            except IntegrityError:
+                log.info("billing_item_taken_meanwhile", item_id=item_id)
+
+    async def send(attempt: _Attempt) -> tuple[_Attempt, ChargeOutcome]:
+        async with semaphore:
+            return attempt, await _send(billing, attempt)
+
+    results = await asyncio.gather(*(send(attempt) for attempt in attempts))
+    if results:
+        await _record_outcomes(billing, list(results))
+    return len(ids)
+
+
 async def charge_item(billing: Billing, item_id: int, claim: str) -> None:
     """Charge one claimed item and record its outcome."""
-    attempt = await _prepare_attempt(billing, item_id, claim)
-    if attempt is None:
-        return
-    outcome = await _send(billing, attempt)
-    await _record_outcome(billing, item_id, attempt.payment_id, outcome)
+    for attempt in await _prepare_attempts(billing, [item_id], claim):
+        await _record_outcomes(billing, [(attempt, await _send(billing, attempt))])
 
 
-async def _prepare_attempt(billing: Billing, item_id: int, claim: str) -> _Attempt | None:
-    """Find the item's unsettled attempt or start a new one; None when the item ended here
-    (no payment method, invoice no longer open, paid by other means) or is not ours."""
+async def _prepare_attempts(billing: Billing, ids: list[int], claim: str) -> list[_Attempt]:
+    """For each claimed item, its unsettled attempt or a new one, committed before anything
+    is sent. Items that end here (no payment method, invoice no longer open or paid by other
+    means) get their outcome; items whose claim another worker took over are left alone."""
     now = billing.clock()
+    attempts: list[_Attempt] = []
     async with billing.sessionmaker() as session, session.begin():
-        item = await session.get(BillingRunItem, item_id, with_for_update=True)
-        if item is None or item.state != ItemState.QUEUED or item.claimed_by != claim:
-            return None  # our claim expired and another worker took the item
-        if item.payment_id is not None:
-            current = await session.get(Payment, item.payment_id)
-            if current is not None and current.status in UNSETTLED_STATUSES:
-                return _attempt_of(current, resumed=True)
-        invoice = await session.get(InvoiceCopy, item.invoice_id)
-        if invoice is None or invoice.status not in CHARGEABLE_STATUSES:
-            status = "unknown" if invoice is None else invoice.status
-            _finish(item, ItemOutcome.SKIPPED, f"invoice_{status}", now)
-            return None
-        holder = await session.scalar(
-            select(Payment).where(Payment.active_invoice_id == item.invoice_id)
-        )
-        if holder is not None:
-            if holder.status == PaymentStatus.SUCCEEDED:
-                _finish(item, ItemOutcome.ALREADY_PAID, None, now)
-                return None
-            # A card payment of this invoice is in flight: look again a little later.
-            item.next_attempt_at = now + timedelta(seconds=billing.settings.settle_seconds)
-            item.claimed_until = None
-            return None
-        method = await session.scalar(
+        items = [
+            item
+            for item in await session.scalars(
+                select(BillingRunItem)
+                .where(BillingRunItem.id.in_(ids))
+                .order_by(BillingRunItem.id)
+                .with_for_update()
+            )
+            if item.state == ItemState.QUEUED and item.claimed_by == claim
+        ]
+        if not items:
+            return []
+        invoice_ids = [item.invoice_id for item in items]
+        current = await _by_id(session, [i.payment_id for i in items if i.payment_id])
+        invoices = {
+            row.invoice_id: row
+            for row in await session.scalars(
+                select(InvoiceCopy).where(InvoiceCopy.invoice_id.in_(invoice_ids))
+            )
+        }
+        holders = {
+            row.active_invoice_id: row
+            for row in await session.scalars(
+                select(Payment).where(Payment.active_invoice_id.in_(invoice_ids))
+            )
+        }
+        methods: dict[tuple[uuid.UUID, int], PaymentMethod] = {}
+        rows = await session.scalars(
             select(PaymentMethod)
             .where(
-                PaymentMethod.owner_id == item.owner_id, PaymentMethod.client_id == item.client_id
+                PaymentMethod.owner_id.in_({item.owner_id for item in items}),
+                PaymentMethod.client_id.in_({item.client_id for item in items}),
             )
-            .order_by(PaymentMethod.id.desc())
-            .limit(1)
+            .order_by(PaymentMethod.id)
         )
-        if method is None:
-            _finish(item, ItemOutcome.NO_PAYMENT_METHOD, None, now)
-            return None
-        payment = _new_attempt(item, invoice, method, now)
-        session.add(payment)
-        item.payment_id = payment.id
-        item.attempts += 1
-        if item.first_attempt_at is None:
-            item.first_attempt_at = now
-        # The insert fails on the unique active_invoice_id if another attempt slipped in;
-        # the transaction rolls back and the claim expires, so the item is looked at again.
-    return _attempt_of(payment, resumed=False)
+        for row in rows:  # ascending ids: the newest of a client is kept
+            methods[(row.owner_id, row.client_id)] = row
+
+        for item in items:
+            unsettled = current.get(item.payment_id) if item.payment_id else None
+            if unsettled is not None and unsettled.status in UNSETTLED_STATUSES:
+                attempts.append(_attempt_of(item, unsettled, resumed=True))
+                continue
+            invoice = invoices.get(item.invoice_id)
+            if invoice is None or invoice.status not in CHARGEABLE_STATUSES:
+                status = "unknown" if invoice is None else invoice.status
+                _finish(item, ItemOutcome.SKIPPED, f"invoice_{status}", now)
+                continue
+            holder = holders.get(item.invoice_id)
+            if holder is not None:
+                if holder.status == PaymentStatus.SUCCEEDED:
+                    _finish(item, ItemOutcome.ALREADY_PAID, None, now)
+                else:
+                    # A card payment of this invoice is in flight: look again a little later.
+                    item.next_attempt_at = now + timedelta(seconds=billing.settings.settle_seconds)
+                    item.claimed_until = None
+                continue
+            saved = methods.get((item.owner_id, item.client_id))
+            if saved is None:
+                _finish(item, ItemOutcome.NO_PAYMENT_METHOD, None, now)
+                continue
+            payment = _new_attempt(item, invoice, saved, now)
+            session.add(payment)
+            item.payment_id = payment.id
+            item.attempts += 1
+            item.updated_at = now
+            if item.first_attempt_at is None:
+                item.first_attempt_at = now
+            attempts.append(_attempt_of(item, payment, resumed=False))
+        # The inserts fail on the unique active_invoice_id if another attempt slipped in;
+        # the transaction then rolls back whole and nothing is sent.
+    return attempts
 
 
-def _attempt_of(payment: Payment, resumed: bool) -> _Attempt:
-    assert payment.provider_token is not None
-    assert payment.invoice_id is not None
+async def _by_id(session: AsyncSession, payment_ids: list[uuid.UUID]) -> dict[uuid.UUID, Payment]:
+    if not payment_ids:
+        return {}
+    rows = await session.scalars(select(Payment).where(Payment.id.in_(payment_ids)))
+    return {payment.id: payment for payment in rows}
+
+
+def _attempt_of(item: BillingRunItem, payment: Payment, resumed: bool) -> _Attempt:
+    if payment.provider_token is None or payment.invoice_id is None:
+        raise ValueError("not an autopay attempt")
     charge = SavedCharge(
         token=payment.provider_token,
         transaction_id=payment.transaction_id,
@@ -424,7 +502,7 @@ def _attempt_of(payment: Payment, resumed: bool) -> _Attempt:
         currency=payment.currency,
         reference=str(payment.invoice_id),
     )
-    return _Attempt(payment.id, charge, resumed)
+    return _Attempt(item.id, payment.id, charge, resumed)
 
 
 def _new_attempt(
@@ -494,56 +572,93 @@ async def _send(billing: Billing, attempt: _Attempt) -> ChargeOutcome:
         return last
 
 
-async def _record_outcome(
-    billing: Billing, item_id: int, payment_id: uuid.UUID, outcome: ChargeOutcome
-) -> None:
-    """Write the attempt's outcome, the item's and the event, in one transaction."""
+async def _record_outcomes(billing: Billing, results: list[tuple[_Attempt, ChargeOutcome]]) -> None:
+    """Write the attempts' outcomes, the items' and the events, in one transaction."""
     now = billing.clock()
-    settings = billing.settings
     async with billing.sessionmaker() as session, session.begin():
-        item = await session.get(BillingRunItem, item_id, with_for_update=True)
-        payment = await session.get(Payment, payment_id, with_for_update=True)
-        assert item is not None
-        assert payment is not None
-        if item.state != ItemState.QUEUED or item.payment_id != payment_id:
-            return  # another worker recorded it after our claim expired
-        if payment.status not in UNSETTLED_STATUSES:
-            return
-        invoice = await session.get(InvoiceCopy, item.invoice_id)
-        item.claimed_until = None
-        if outcome.outcome == Outcome.SUCCEEDED:
-            _succeed(session, payment, outcome.charge_id, now)
-            _finish(item, ItemOutcome.PAID, None, now)
-            return
-        if outcome.outcome == Outcome.UNKNOWN:
-            # Kept unsettled and holding the invoice: the next attempt asks the provider
-            # first and resends under the same key.
-            payment.status = PaymentStatus.UNKNOWN
-            item.outcome = ItemOutcome.PROVIDER_UNAVAILABLE
-            item.next_attempt_at = now + timedelta(
-                seconds=settings.billing_unavailable_retry_seconds
+        items = {
+            item.id: item
+            for item in await session.scalars(
+                select(BillingRunItem)
+                .where(BillingRunItem.id.in_([attempt.item_id for attempt, _ in results]))
+                .order_by(BillingRunItem.id)
+                .with_for_update()
             )
-            return
-        if outcome.outcome == Outcome.NOT_SENT:
-            # Never reached the provider: nothing was charged, and nobody needs telling.
-            _release(payment, "provider_unavailable", now)
-            item.outcome = ItemOutcome.PROVIDER_UNAVAILABLE
-            item.next_attempt_at = now + timedelta(
-                seconds=settings.billing_unavailable_retry_seconds
+        }
+        payments = {
+            payment.id: payment
+            for payment in await session.scalars(
+                select(Payment)
+                .where(Payment.id.in_([attempt.payment_id for attempt, _ in results]))
+                .with_for_update()
             )
-            return
-        code = outcome.failure_code or outcome.outcome.value
-        _release(payment, code, now)
-        next_attempt_at = None
-        if outcome.outcome == Outcome.DECLINED and code in DECLINE_CODES:
-            next_attempt_at = _next_decline_retry(settings, item)
-        if next_attempt_at is not None:
-            item.outcome = ItemOutcome.RETRY_SCHEDULED
-            item.failure_code = code
-            item.next_attempt_at = next_attempt_at
-        else:
-            _finish(item, ItemOutcome.FAILED, code, now)
-        _publish_failure(session, payment, item, invoice, code, next_attempt_at, now)
+        }
+        invoices = {
+            row.invoice_id: row
+            for row in await session.scalars(
+                select(InvoiceCopy).where(
+                    InvoiceCopy.invoice_id.in_([item.invoice_id for item in items.values()])
+                )
+            )
+        }
+        for attempt, outcome in results:
+            item = items[attempt.item_id]
+            payment = payments[attempt.payment_id]
+            if item.state != ItemState.QUEUED or item.payment_id != payment.id:
+                continue  # another worker recorded it after our claim expired
+            if payment.status not in UNSETTLED_STATUSES:
+                continue
+            _apply_outcome(
+                session,
+                billing.settings,
+                item,
+                payment,
+                invoices.get(item.invoice_id),
+                outcome,
+                now,
+            )
+
+
+def _apply_outcome(
+    session: AsyncSession,
+    settings: PaymentSettings,
+    item: BillingRunItem,
+    payment: Payment,
+    invoice: InvoiceCopy | None,
+    outcome: ChargeOutcome,
+    now: datetime,
+) -> None:
+    item.claimed_until = None
+    item.updated_at = now
+    if outcome.outcome == Outcome.SUCCEEDED:
+        _succeed(session, payment, outcome.charge_id, now)
+        _finish(item, ItemOutcome.PAID, None, now)
+        return
+    if outcome.outcome == Outcome.UNKNOWN:
+        # Kept unsettled and holding the invoice: the next attempt asks the provider first
+        # and resends under the same key.
+        payment.status = PaymentStatus.UNKNOWN
+        item.outcome = ItemOutcome.PROVIDER_UNAVAILABLE
+        item.next_attempt_at = now + timedelta(seconds=settings.billing_unavailable_retry_seconds)
+        return
+    if outcome.outcome == Outcome.NOT_SENT:
+        # Never reached the provider: nothing was charged, and nobody needs telling.
+        _release(payment, "provider_unavailable", now)
+        item.outcome = ItemOutcome.PROVIDER_UNAVAILABLE
+        item.next_attempt_at = now + timedelta(seconds=settings.billing_unavailable_retry_seconds)
+        return
+    code = outcome.failure_code or outcome.outcome.value
+    _release(payment, code, now)
+    next_attempt_at = None
+    if outcome.outcome == Outcome.DECLINED and code in DECLINE_CODES:
+        next_attempt_at = _next_decline_retry(settings, item)
+    if next_attempt_at is not None:
+        item.outcome = ItemOutcome.RETRY_SCHEDULED
+        item.failure_code = code
+        item.next_attempt_at = next_attempt_at
+    else:
+        _finish(item, ItemOutcome.FAILED, code, now)
+    _publish_failure(session, payment, item, invoice, code, next_attempt_at, now)
 
 
 def _next_decline_retry(settings: PaymentSettings, item: BillingRunItem) -> datetime | None:
