@@ -19,7 +19,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
-	@echo "make bench  - the listing and events benchmarks (docs/benchmarks.md)"
+	@echo "make bench  - the listing, events and billing-run benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
@@ -102,6 +102,7 @@ bench: setup wrk
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_listing.py
 	$(BIN)/python scripts/bench_events.py
+	$(BIN)/python scripts/bench_billing.py
 
 # The events benchmark alone (docs/benchmarks.md): relay and consumers on a dev broker of its own.
 .PHONY: bench-events

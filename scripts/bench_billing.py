@@ -25,6 +25,7 @@ import time
 import uuid
 from datetime import date, datetime
 from datetime import time as day_time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,7 @@ from common.testing.servers import find_mysql
 from payment import billing
 from payment.config import PaymentSettings
 from payment.models import BillingRunItem, InvoiceCopy, PaymentMethod
-from payment.providers import CardDetails, SavedCard, create_provider
+from payment.providers import CardDetails, SavedCard, SavedCharge, create_provider
 from simulators.testing import FakePayServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +145,31 @@ async def paid_count(url: str, run_id: uuid.UUID) -> int:
     return int(count or 0)
 
 
+async def bare_rate(fakepay: FakePayServer, charges: int, concurrency: int) -> float:
+    """The floor: charges per second straight to FakePay through the same provider client at
+    the same concurrency, with no database and no run; what this machine allows at best."""
+    settings = PaymentSettings(database_url=SecretStr("mysql+asyncmy://bench@127.0.0.1/none"))
+    settings.fakepay_url = fakepay.url
+    limits = httpx.Limits(max_connections=concurrency + 10)
+    async with httpx.AsyncClient(limits=limits) as http:
+        provider = create_provider(settings, http)
+        card = CardDetails(SecretStr("4111 1111 0000 0042"), "01-2040", "J Doe")
+        saved = await provider.save_card(card)
+        assert isinstance(saved, SavedCard)
+        semaphore = asyncio.Semaphore(concurrency)
+        prefix = uuid.uuid4().hex[:8]
+
+        async def one(n: int) -> None:
+            async with semaphore:
+                await provider.charge_saved(
+                    SavedCharge(saved.token, f"bare-{prefix}-{n}", Decimal("1.00"), "USD", "bare")
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(charges)))
+        return charges / (time.perf_counter() - started)
+
+
 def charge(
     url: str, fakepay: FakePayServer, as_of: date, workers: int, concurrency: int
 ) -> tuple[float, float]:
@@ -178,7 +204,17 @@ async def main() -> None:
     print(machine())
     mysql = find_mysql([])
     table = Table(
-        ["workers", "concurrency", "charges/s", "bound/s", "ratio", "wall s", "CPU ms/charge"]
+        [
+            "workers",
+            "concurrency",
+            "charges/s",
+            "bound c/L",
+            "ratio to bound",
+            "bare client/s",
+            "ratio to bare",
+            "wall s",
+            "worker CPU ms/charge",
+        ]
     )
     async with temporary_database(mysql, "billing_bench") as url:
         migrate_schema(ALEMBIC_INI, "PAYMENT", url)
@@ -197,8 +233,11 @@ async def main() -> None:
                     scenarios.append((2, chosen))
                 workers, concurrency = scenarios[index]
                 as_of = date(2030, index + 1, 5)  # a run of its own per scenario
-                control.clear_ledger()
                 control.behave(latency_ms=args.latency_ms)
+                bare = await bare_rate(
+                    fakepay, min(args.invoices, 50 * concurrency), workers * concurrency
+                )
+                control.clear_ledger()
                 run_id = await reset_and_start(url, settings, as_of)
                 wall, cpu = charge(url, fakepay, as_of, workers, concurrency)
                 paid = await paid_count(url, run_id)
@@ -209,7 +248,17 @@ async def main() -> None:
                 bound = workers * concurrency / latency
                 if workers == 1:
                     single.append((rate / bound, rate, concurrency))
-                table.add(workers, concurrency, rate, bound, rate / bound, wall, cpu / paid * 1000)
+                table.add(
+                    workers,
+                    concurrency,
+                    rate,
+                    bound,
+                    rate / bound,
+                    bare,
+                    rate / bare,
+                    wall,
+                    cpu / paid * 1000,
+                )
                 print(table.text().splitlines()[-1], flush=True)
     print()
     print(table.text())

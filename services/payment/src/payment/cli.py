@@ -30,6 +30,7 @@ from payment.models import BillingRun, BillingRunItem, ItemState
 from payment.providers import create_provider
 
 REPORT_FAILURES = 50
+PROGRESS_SECONDS = 0.5
 
 
 def _date(text: str) -> date:
@@ -111,24 +112,29 @@ async def _progress(
 async def _charge_with_progress(
     worker: billing.Billing, run_id: uuid.UUID, console: Console
 ) -> None:
+    """Charge until nothing is due, showing progress twice a second meanwhile."""
+    charging = asyncio.create_task(billing.charge_due_items(worker))
     handled, total = await _progress(worker.sessionmaker, run_id)
+    shown = handled
     if console.is_terminal:
-        columns = (
-            TextColumn("charging"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
+        columns = (TextColumn("charging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("charging", total=total, completed=handled)
-            while await billing.charge_due_items(worker, max_batches=1):
+            while not charging.done():
+                await asyncio.wait({charging}, timeout=PROGRESS_SECONDS)
                 handled, total = await _progress(worker.sessionmaker, run_id)
                 bar.update(task, completed=handled, total=total)
     else:
-        while await billing.charge_due_items(worker, max_batches=1):
+        while not charging.done():
+            await asyncio.wait({charging}, timeout=PROGRESS_SECONDS * 4)
             handled, total = await _progress(worker.sessionmaker, run_id)
+            if handled != shown:
+                console.print(f"charged {handled} of {total}")
+                shown = handled
+        handled, total = await _progress(worker.sessionmaker, run_id)
+        if handled != shown:
             console.print(f"charged {handled} of {total}")
-    await billing.update_run_statuses(worker)
+    await charging
 
 
 async def _show_preview(
