@@ -668,3 +668,22 @@ async def test_the_command_starts_the_run_charges_and_prints_the_report(
     again = await run()  # resumes the same run: nothing left to charge
     assert "charged" not in again
     assert charges_for(fakepay, paid) == 1
+
+
+async def test_sending_an_attempt_again_never_charges_twice(
+    api: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+    owner: uuid.UUID,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    worker: billing.Billing,
+    fakepay: FakePayControl,
+) -> None:
+    invoice = await add_invoice(sessionmaker, await add_client(api, test_issuer, owner, GOOD_CARD))
+    await billing.start_due_run(worker)
+    claim, [item_id] = await billing._claim_batch(worker, 10)
+    [attempt] = await billing._prepare_attempts(worker, [item_id], claim)
+    # The same request twice, as after a lost answer: the attempt's key makes it one charge.
+    first = await worker.provider.charge_saved(attempt.charge)
+    second = await worker.provider.charge_saved(attempt.charge)
+    assert first == second
+    assert charges_for(fakepay, invoice) == 1
