@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from cronsim import CronSim, CronSimError
+from cronsim import CronSim
 from sqlalchemy import and_, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -111,14 +111,6 @@ class Billing:
 
 
 # --- when a run is due ------------------------------------------------------------------------
-
-
-def check_schedule(expression: str) -> None:
-    """Raise ValueError when the cron expression cannot be read."""
-    try:
-        CronSim(expression, datetime(2000, 1, 1))
-    except CronSimError as exc:
-        raise ValueError(f"invalid cron expression: {exc}") from None
 
 
 def latest_fire_time(expression: str, now: datetime) -> datetime:

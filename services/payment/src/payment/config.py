@@ -1,9 +1,11 @@
 """Settings of the payment service, read from PAYMENT_* and the shared variables."""
 
+from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 
-from pydantic import SecretStr
+from cronsim import CronSim, CronSimError
+from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.config import DEVELOPMENT_PLACEHOLDER, BaseServiceSettings
@@ -64,6 +66,23 @@ class PaymentSettings(BaseServiceSettings):
     billing_lease_seconds: int = 120
     # How often a worker looks for a due run and for invoices to charge.
     billing_tick_seconds: float = 10
+
+    @field_validator("billing_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            CronSim(value, datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"not a cron expression: {exc}") from None
+        return value
+
+    @field_validator("billing_decline_retry_days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        days = [day.strip() for day in value.split(",") if day.strip()]
+        if not all(day.isdigit() and int(day) > 0 for day in days):
+            raise ValueError("must be whole days above zero, comma separated, e.g. 1,3,7")
+        return value
 
     @property
     def billing_decline_retry_delays(self) -> list[int]:

@@ -37,7 +37,6 @@ def billing_schedule(
 ) -> Schedule:
     """Every tick: start the month's run if it is due and nobody has, then charge what is
     due. Every worker runs it; the lease and the claims share the work out."""
-    billing.check_schedule(settings.billing_schedule)
     state: dict[str, billing.Billing] = {}
 
     async def run_billing(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
