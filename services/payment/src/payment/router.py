@@ -265,12 +265,16 @@ async def list_transactions(
 # --- /api/payment-methods ---------------------------------------------------------------------
 
 
+METHOD_LINK = link("DELETE", "/api/payment-methods/{method_id}", method_id="$response.body#/id")
+
+
 @methods_router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=PaymentMethodRead,
     summary="Save a client's card for the monthly billing run",
     responses={
+        201: {"links": {"RemovePaymentMethod": METHOD_LINK}},
         422: CARD_ERRORS[422],
         503: _problem("The provider is down; nothing was saved, try again (see Retry-After)"),
     },
