@@ -687,3 +687,46 @@ async def test_sending_an_attempt_again_never_charges_twice(
     second = await worker.provider.charge_saved(attempt.charge)
     assert first == second
     assert charges_for(fakepay, invoice) == 1
+
+
+async def test_a_lost_attempt_of_an_invoice_voided_meanwhile_is_not_sent_again(
+    api: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+    owner: uuid.UUID,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    worker: billing.Billing,
+    clock: Clock,
+    fakepay: FakePayControl,
+) -> None:
+    client = await add_client(api, test_issuer, owner, GOOD_CARD)
+    invoice = await add_invoice(sessionmaker, client)
+    await billing.start_due_run(worker)
+    claim, [item_id] = await billing._claim_batch(worker, 10)
+    [attempt] = await billing._prepare_attempts(worker, [item_id], claim)
+    # The worker dies before sending; the owner voids the invoice meanwhile.
+    void = CloudEvent(
+        source="/services/invoice",
+        type="invoice.status_changed",
+        subject=str(owner),
+        data={
+            "invoice_id": str(invoice),
+            "client_id": client.client_id,
+            "previous_status": "pending",
+            "status": "void",
+            "amount": "120.00",
+            "currency": "USD",
+            "due_date": "2026-12-31",
+        },
+    )
+    async with sessionmaker() as session, session.begin():
+        await consumers.on_invoice_status_changed(session, void)
+    clock.now += timedelta(seconds=worker.settings.billing_claim_seconds + 1)
+    await billing.charge_due_items(replace(worker, worker_id="second"))
+
+    item = await item_of(sessionmaker, invoice)
+    assert (item.outcome, item.failure_code) == (ItemOutcome.SKIPPED, "invoice_closed")
+    assert charges_for(fakepay, invoice) == 0
+    async with sessionmaker() as session:
+        payment = await session.get(Payment, attempt.payment_id)
+    assert payment is not None
+    assert (payment.status, payment.active_invoice_id) == (PaymentStatus.FAILED, None)

@@ -26,7 +26,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -90,6 +90,9 @@ START_LEASE = "billing-run-start"
 CHARGEABLE_STATUSES = ("pending", "past_due")
 # Provider failure codes that a later attempt can fix; every other refusal is final.
 DECLINE_CODES = frozenset({"insufficient_funds", "declined"})
+
+# The outcome of a resumed attempt the provider has no charge for, once its invoice closed.
+INVOICE_CLOSED = "invoice_closed"
 
 Clock = Callable[[], datetime]
 
@@ -361,6 +364,9 @@ class _Attempt:
     payment_id: uuid.UUID
     charge: SavedCharge
     resumed: bool  # an earlier attempt whose outcome was lost: asked about before resending
+    # False for a resumed attempt whose invoice was paid, voided or failed meanwhile: it is
+    # only asked about, never sent again.
+    resend: bool = True
 
 
 async def _charge_batch(
@@ -443,11 +449,13 @@ async def _prepare_attempts(billing: Billing, ids: list[int], claim: str) -> lis
 
         for item in items:
             unsettled = current.get(item.payment_id) if item.payment_id else None
-            if unsettled is not None and unsettled.status in UNSETTLED_STATUSES:
-                attempts.append(_attempt_of(item, unsettled, resumed=True))
-                continue
             invoice = invoices.get(item.invoice_id)
-            if invoice is None or invoice.status not in CHARGEABLE_STATUSES:
+            open_invoice = invoice is not None and invoice.status in CHARGEABLE_STATUSES
+            if unsettled is not None and unsettled.status in UNSETTLED_STATUSES:
+                attempt = _attempt_of(item, unsettled, resumed=True)
+                attempts.append(replace(attempt, resend=open_invoice))
+                continue
+            if invoice is None or not open_invoice:
                 status = "unknown" if invoice is None else invoice.status
                 _finish(item, ItemOutcome.SKIPPED, f"invoice_{status}", now)
                 continue
@@ -535,6 +543,12 @@ async def _send(billing: Billing, attempt: _Attempt) -> ChargeOutcome:
     asked whether it already took the charge. Resending uses the same idempotency key."""
     settings = billing.settings
     first = True
+    if not attempt.resend:
+        try:
+            found = await billing.provider.lookup(attempt.charge.transaction_id)
+        except ProviderUnreachable:
+            return ChargeOutcome(Outcome.UNKNOWN)
+        return found or ChargeOutcome(Outcome.NOT_SENT, failure_code=INVOICE_CLOSED)
 
     async def once() -> ChargeOutcome:
         nonlocal first
@@ -632,6 +646,16 @@ def _apply_outcome(
         payment.status = PaymentStatus.UNKNOWN
         item.outcome = ItemOutcome.PROVIDER_UNAVAILABLE
         item.next_attempt_at = now + timedelta(seconds=settings.billing_unavailable_retry_seconds)
+        return
+    if outcome.failure_code == INVOICE_CLOSED:
+        # The provider has no charge for an attempt whose invoice closed meanwhile. Once no
+        # request of ours can still reach it, the attempt charged nothing for good.
+        if now - payment.created_at >= timedelta(seconds=settings.settle_seconds):
+            _release(payment, "not_charged", now)
+            _finish(item, ItemOutcome.SKIPPED, INVOICE_CLOSED, now)
+        else:
+            payment.status = PaymentStatus.UNKNOWN
+            item.next_attempt_at = now + timedelta(seconds=settings.settle_seconds)
         return
     if outcome.outcome == Outcome.NOT_SENT:
         # Never reached the provider: nothing was charged, and nobody needs telling.
