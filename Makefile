@@ -19,7 +19,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 help:
 	@echo "make run    - the whole suite on this machine (Ctrl-C stops it)"
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
-	@echo "make bench  - the listing, events, PDF, email and sync benchmarks (docs/benchmarks.md)"
+	@echo "make bench  - the listing, events, PDF, email, sync and billing-run benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
@@ -135,6 +135,7 @@ bench: setup wrk
 	$(BIN)/python scripts/bench_pdf.py
 	$(BIN)/python scripts/bench_email.py
 	$(BIN)/python scripts/bench_sync.py
+	$(BIN)/python scripts/bench_billing.py
 
 # The PDF benchmark alone (docs/benchmarks.md): render and cached-download latency.
 .PHONY: bench-pdf

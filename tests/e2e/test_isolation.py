@@ -60,6 +60,11 @@ ENDPOINTS: dict[tuple[str, str, str], str] = {
     ("payment", "POST", "/internal/invoice-payments"): INTERNAL,
     ("payment", "POST", "/internal/wallet/debits"): INTERNAL,
     ("payment", "POST", "/internal/wallet/refunds"): INTERNAL,
+    ("payment", "POST", "/api/payment-methods"): "shown below",
+    ("payment", "GET", "/api/payment-methods"): "shown below",
+    ("payment", "DELETE", "/api/payment-methods/{method_id}"): "shown below",
+    ("payment", "GET", "/api/billing-runs"): "runs are the platform's; counts are the caller's",
+    ("payment", "GET", "/api/billing-runs/{run_id}"): "shown below",
     ("email", "GET", "/api/emails"): "shown below",
     ("email", "GET", "/api/emails/{email_id}"): "shown below",
     ("email", "GET", "/api/invoices/{invoice_id}/emails"): "shown below",
@@ -413,3 +418,37 @@ async def test_a_second_user_cannot_reach_the_first_users_billing_connection(
         alice_status["connection_id"]
     )
     assert "sk_alices_secret_key" not in created.text
+
+
+async def test_a_second_user_cannot_reach_the_first_users_payment_methods_or_outcomes(
+    suite: Suite, sign_in_as: Any
+) -> None:
+    alice = await sign_in_as(f"alice-{uuid.uuid4().hex[:8]}@example.com")
+    mallory = await sign_in_as(f"mallory-{uuid.uuid4().hex[:8]}@example.com")
+    client = (
+        await alice.api.post("/api/clients", json={"name": "Eta", "email": "ap@eta.example"})
+    ).json()
+    saved = await alice.api.post(
+        "/api/payment-methods",
+        json={"client_id": client["id"], "card": CARD, "autopay_consent": True},
+    )
+    assert saved.status_code == 201, saved.text
+    method_id = saved.json()["id"]
+    m = mallory.api
+
+    assert (await m.get("/api/payment-methods")).json()["items"] == []
+    listed = await m.get("/api/payment-methods", params={"client_id": client["id"]})
+    assert listed.json()["items"] == []
+    assert same_answer(
+        await m.delete(f"/api/payment-methods/{method_id}"),
+        await m.delete(f"/api/payment-methods/{uuid.uuid4()}"),
+    )
+    # A run's page shows only the caller's own invoices and counts.
+    for run in (await m.get("/api/billing-runs")).json()["items"]:
+        assert run["counts"] == {}
+        detail = (await m.get(f"/api/billing-runs/{run['id']}")).json()
+        assert (detail["items"], detail["counts"]) == ([], {})
+
+    [still] = (await alice.api.get("/api/payment-methods")).json()["items"]
+    assert still["id"] == method_id
+    assert still["card"]["number"] == "123456********5678"

@@ -247,3 +247,69 @@ async def test_a_succeeded_payment_marks_its_invoice_paid_once(
     assert await invoice_paid_state(sessionmaker, topup_target["id"]) == ("pending", 0)
     read = await api.get(f"/invoice/{invoice['id']}", headers=auth)
     assert read.json()["invoiceStatus"] == "PAID"
+
+
+def payment_failed(
+    owner_id: uuid.UUID, invoice_id: str, *, kind: str = "autopay", final: bool = True
+) -> CloudEvent:
+    """A billing-run charge the payment service gave up on (final) or will retry."""
+    return CloudEvent(
+        source="/services/payment",
+        type="payment.failed",
+        subject=str(owner_id),
+        data={
+            "payment_id": str(uuid.uuid4()),
+            "invoice_id": invoice_id,
+            "owner_id": str(owner_id),
+            "amount": "199.99",
+            "currency": "USD",
+            "kind": kind,
+            "card_last4": "5678",
+            "failure_code": "currency_mismatch",
+            "occurred_at": "2027-01-01T10:00:00Z",
+            "client_id": 1,
+            "client_email": "billing@acme.test",
+            "final": final,
+            "next_attempt_at": None,
+        },
+    )
+
+
+async def test_a_final_autopay_failure_marks_the_invoice_failed_with_its_reason(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    owner: uuid.UUID,
+) -> None:
+    client = await create_client(api, auth)
+    failed = await create_invoice(api, auth, client["id"])
+    retried = await create_invoice(api, auth, client["id"])
+    card = await create_invoice(api, auth, client["id"])
+    for event in (
+        payment_failed(owner, failed["id"]),
+        payment_failed(owner, retried["id"], final=False),
+        payment_failed(owner, card["id"], kind="invoice"),
+    ):
+        async with sessionmaker() as session, session.begin():
+            await consumers.on_payment_failed(session, event)
+
+    shown = (await api.get(f"/api/invoices/{failed['id']}", headers=auth)).json()
+    assert (shown["status"], shown["failure_reason"]) == ("failed", "currency_mismatch")
+    for untouched in (retried, card):
+        shown = (await api.get(f"/api/invoices/{untouched['id']}", headers=auth)).json()
+        assert (shown["status"], shown["failure_reason"]) == ("pending", None)
+    async with sessionmaker() as session:
+        changes = (
+            await session.scalars(
+                select(OutboxMessage.payload).where(OutboxMessage.payload.contains(failed["id"]))
+            )
+        ).all()
+    assert any('"status":"failed"' in payload for payload in changes)
+
+    # A person has the client pay; the charge's success (autopay or card) makes it PAID.
+    async with sessionmaker() as session, session.begin():
+        await consumers.on_payment_succeeded(
+            session, payment_succeeded(owner, failed["id"], kind="autopay")
+        )
+    shown = (await api.get(f"/api/invoices/{failed['id']}", headers=auth)).json()
+    assert shown["status"] == "paid"

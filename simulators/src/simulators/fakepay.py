@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import random
 import re
 import secrets
 import time
@@ -34,7 +35,9 @@ ERROR_LAST4 = "0119"
 DEFAULT_HANG_DELAY = 30.0
 DEFAULT_SLOW_DELAY = 2.0
 
-FaultMode = Literal["decline", "error", "hang", "slow", "accept_then_hang"]
+FaultMode = Literal["decline", "error", "hang", "slow", "accept_then_hang", "reject"]
+# The test cards' answers when charged from the vault, beside DECLINE_LAST4 and ERROR_LAST4.
+CURRENCY_MISMATCH_LAST4 = "0127"  # the card cannot be charged in the asked currency
 
 
 class _Camel(BaseModel):
@@ -57,6 +60,31 @@ class ChargeRequest(_Camel):
     currency: StrictStr | None = None
 
 
+class SavedCardRequest(_Camel):
+    """A card to keep in the vault; only a token for it goes back to the platform."""
+
+    card: Card
+
+
+class TokenChargeRequest(_Camel):
+    """A charge of a vaulted card, like Stripe's PaymentIntent with a payment method."""
+
+    payment_method: StrictStr
+    transaction_id: StrictStr
+    amount: StrictStr | Annotated[int, Strict()] | Annotated[Decimal, Strict()]
+    currency: StrictStr
+    # What the charge is for (the platform sends the invoice id), kept in the ledger.
+    reference: StrictStr | None = None
+
+
+@dataclass
+class VaultedCard:
+    token: str
+    number: str  # the digits: the vault is the provider's, where a card number may live
+    expiry: str
+    name: str
+
+
 class MaskedCard(_Camel):
     number: str
     expiry: str
@@ -70,6 +98,8 @@ class LedgerEntry(_Camel):
     currency: str | None
     card: MaskedCard
     at: datetime
+    payment_method: str | None = None
+    reference: str | None = None
 
 
 class FaultRequest(_Camel):
@@ -82,6 +112,16 @@ class FaultRequest(_Camel):
     seconds: Annotated[float, Field(gt=0)] | None = None
     delay: Annotated[float, Field(ge=0)] | None = None
     times: Annotated[int, Field(ge=1)] | None = None
+    # For `reject`: the error code answered with 400 (e.g. an error the platform never heard of).
+    code: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")] | None = None
+
+
+class Behaviour(BaseModel):
+    """Load-test behaviour of every charge: a latency and random declines and 5xx answers."""
+
+    latency_ms: Annotated[float, Field(ge=0)] = 0
+    decline_rate: Annotated[float, Field(ge=0, le=1)] = 0
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0
 
 
 @dataclass
@@ -175,6 +215,12 @@ class FakePay:
         self.ledger: list[LedgerEntry] = []
         self.by_transaction: dict[str, list[LedgerEntry]] = {}
         self.faults: list[Fault] = []
+        self.vault: dict[str, VaultedCard] = {}
+        # Idempotency-Key -> (the request it came with, the answer given), like Stripe's keys.
+        self.answers: dict[str, tuple[dict[str, Any], int, dict[str, Any]]] = {}
+        self.in_flight: set[str] = set()
+        self.behaviour = Behaviour()
+        self.random = random.Random()  # noqa: S311 - simulated declines, not security
 
     def add_fault(self, spec: FaultRequest) -> str:
         expires = time.monotonic() + spec.seconds if spec.seconds is not None else None
@@ -196,19 +242,23 @@ class FakePay:
                 return fault
         return None
 
-    def record(self, charge: ChargeRequest, digits: str, amount: Decimal | None) -> LedgerEntry:
+    def record(
+        self,
+        charge: ChargeRequest | TokenChargeRequest,
+        digits: str,
+        amount: Decimal | None,
+        card: Card | VaultedCard,
+    ) -> LedgerEntry:
         # Only the masked number and the name are kept: never the full number, never the cvv.
         entry = LedgerEntry(
             transaction_id=charge.transaction_id,
             charge_id=f"ch_{secrets.token_hex(12)}",
             amount=amount,
             currency=charge.currency,
-            card=MaskedCard(
-                number=mask_card_number(digits),
-                expiry=charge.card.expiry,
-                name=charge.card.name,
-            ),
+            card=MaskedCard(number=mask_card_number(digits), expiry=card.expiry, name=card.name),
             at=datetime.now(UTC),
+            payment_method=getattr(charge, "payment_method", None),
+            reference=getattr(charge, "reference", None),
         )
         self.ledger.append(entry)
         self.by_transaction.setdefault(entry.transaction_id, []).append(entry)
@@ -224,6 +274,14 @@ class FakePay:
 
 def _message(status: int, message: str, **extra: str) -> JSONResponse:
     return JSONResponse({"message": message, **extra}, status_code=status)
+
+
+def _accepted_body(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "message": SUCCESS_MESSAGE,
+        "transactionId": entry.transaction_id,
+        "chargeId": entry.charge_id,
+    }
 
 
 def _accepted(entry: LedgerEntry) -> JSONResponse:
@@ -267,13 +325,15 @@ def create_app() -> FastAPI:
                 return _declined()
             if mode == "error":
                 return _unavailable()
+            if mode == "reject":
+                return _message(400, "Charge refused", code=fault.spec.code or "refused")
             if mode == "hang":
                 await asyncio.sleep(fault.delay())
                 return _unavailable()
             if mode == "accept_then_hang":
                 # The charge is taken before the wait: a client that gives up meanwhile never
                 # learns of it and has to ask GET /fakepay/{transactionId}.
-                entry = state.record(charge, digits, amount)
+                entry = state.record(charge, digits, amount, charge.card)
                 await asyncio.sleep(fault.delay())
                 return _accepted(entry)
             await asyncio.sleep(fault.delay())  # slow: late, then as usual
@@ -282,7 +342,123 @@ def create_app() -> FastAPI:
             return _declined()
         if last4 == ERROR_LAST4:
             return _unavailable()
-        return _accepted(state.record(charge, digits, amount))
+        return _accepted(state.record(charge, digits, amount, charge.card))
+
+    @app.post("/fakepay/payment-methods", status_code=201)
+    async def save_card(request: Request) -> JSONResponse:
+        try:
+            body = SavedCardRequest.model_validate(json.loads(await request.body()))
+        except (ValueError, ValidationError):
+            return _message(
+                400, "Body must be {card: {number, expiry, name}}", code="invalid_request"
+            )
+        try:
+            # The same checks as a charge, with a placeholder transaction id.
+            _check_charge({"card": body.card.model_dump(), "transactionId": "vault"})
+        except CardError as error:
+            return _message(400, error.message, code=error.code, field=error.field)
+        digits = body.card.number.replace(" ", "")
+        token = f"pm_{secrets.token_hex(12)}"
+        state.vault[token] = VaultedCard(token, digits, body.card.expiry, body.card.name)
+        logger.info("card vaulted token=%s", token)
+        return JSONResponse(
+            {
+                "id": token,
+                "card": {
+                    "number": mask_card_number(digits),
+                    "last4": digits[-4:],
+                    "expiry": body.card.expiry,
+                    "name": body.card.name,
+                },
+            },
+            status_code=201,
+        )
+
+    @app.delete("/fakepay/payment-methods/{token}", status_code=204)
+    async def forget_card(token: str) -> Response:
+        if state.vault.pop(token, None) is None:
+            return _message(404, "No such payment method", code="customer_not_found")
+        return Response(status_code=204)
+
+    @app.post("/fakepay/charges")
+    async def charge_saved_card(request: Request) -> JSONResponse:
+        """Charge a vaulted card. A repeated Idempotency-Key gets the first answer again
+        without charging, as long as the body is the same (Stripe's semantics); 5xx answers
+        are not kept, so a retry after one is a new try."""
+        key = request.headers.get("Idempotency-Key")
+        try:
+            raw = json.loads(await request.body(), parse_float=Decimal)
+            charge = TokenChargeRequest.model_validate(raw)
+            amount = _parse_amount(charge.amount)
+        except (ValueError, ValidationError):
+            return _message(400, "Malformed charge", code="invalid_request", field="body")
+        except CardError as error:
+            return _message(400, error.message, code=error.code, field=error.field)
+        fingerprint = {k: str(v) for k, v in charge.model_dump().items()}
+        if key is not None and key in state.answers:
+            first_body, status, answer = state.answers[key]
+            if first_body != fingerprint:
+                return _message(
+                    409,
+                    "Idempotency-Key reused with another request",
+                    code="idempotency_key_reused",
+                )
+            return JSONResponse(answer, status_code=status, headers={"Idempotent-Replayed": "true"})
+        if key is not None and key in state.in_flight:
+            # Stripe answers a concurrent request with the same key 409 too.
+            return _message(409, "A request with this key is in progress", code="key_in_use")
+        if key is not None:
+            state.in_flight.add(key)
+        try:
+            status, answer = await _charge_vaulted(charge, amount)
+        finally:
+            state.in_flight.discard(key or "")
+        if key is not None and status < 500:
+            state.answers[key] = (fingerprint, status, answer)
+        return JSONResponse(answer, status_code=status)
+
+    async def _charge_vaulted(
+        charge: TokenChargeRequest, amount: Decimal | None
+    ) -> tuple[int, dict[str, Any]]:
+        behaviour = state.behaviour
+        if behaviour.latency_ms:
+            await asyncio.sleep(behaviour.latency_ms / 1000)
+        card = state.vault.get(charge.payment_method)
+        if card is None:
+            return 404, {"message": "No such customer", "code": "customer_not_found"}
+        last4 = card.number[-4:]
+        fault = state.take_fault(last4, charge.transaction_id)
+        if fault is not None:
+            mode = fault.spec.mode
+            logger.info("fault %s %s transaction_id=%s", fault.id, mode, charge.transaction_id)
+            if mode == "decline":
+                return 402, {"message": "Insufficient funds", "code": "insufficient_funds"}
+            if mode == "reject":
+                return 400, {"message": "Charge refused", "code": fault.spec.code or "refused"}
+            if mode in ("error", "hang"):
+                if mode == "hang":
+                    await asyncio.sleep(fault.delay())
+                return 503, {"message": "Service unavailable"}
+            if mode == "accept_then_hang":
+                entry = state.record(charge, card.number, amount, card)
+                await asyncio.sleep(fault.delay())
+                return 200, _accepted_body(entry)
+            await asyncio.sleep(fault.delay())
+        if last4 == DECLINE_LAST4:
+            return 402, {"message": "Insufficient funds", "code": "insufficient_funds"}
+        if last4 == ERROR_LAST4:
+            return 503, {"message": "Service unavailable"}
+        if last4 == CURRENCY_MISMATCH_LAST4:
+            return 400, {
+                "message": "Card cannot be charged in this currency",
+                "code": "currency_mismatch",
+            }
+        draw = state.random.random()
+        if draw < behaviour.error_rate:
+            return 503, {"message": "Service unavailable"}
+        if draw < behaviour.error_rate + behaviour.decline_rate:
+            return 402, {"message": "Insufficient funds", "code": "insufficient_funds"}
+        return 200, _accepted_body(state.record(charge, card.number, amount, card))
 
     @app.get("/fakepay/{transaction_id}")
     async def charge_status(transaction_id: str) -> JSONResponse:
@@ -310,10 +486,16 @@ def create_app() -> FastAPI:
     async def clear_ledger() -> None:
         state.ledger.clear()
         state.by_transaction.clear()
+        state.answers.clear()
 
     @app.post("/_control/faults", status_code=201)
     async def add_fault(spec: FaultRequest) -> dict[str, str]:
         return {"id": state.add_fault(spec)}
+
+    @app.put("/_control/behaviour")
+    async def set_behaviour(behaviour: Behaviour) -> Behaviour:
+        state.behaviour = behaviour
+        return behaviour
 
     @app.delete("/_control/faults", status_code=204)
     async def clear_faults() -> None:

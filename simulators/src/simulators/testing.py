@@ -63,6 +63,7 @@ class FakePayControl:
         seconds: float | None = None,
         delay: float | None = None,
         times: int | None = None,
+        code: str | None = None,
     ) -> str:
         """Adds a fault (see docs/fakepay.md) and returns its id."""
         spec = {
@@ -72,9 +73,15 @@ class FakePayControl:
             "seconds": seconds,
             "delay": delay,
             "times": times,
+            "code": code,
         }
         body = {key: value for key, value in spec.items() if value is not None}
         return str(json.loads(self._call("POST", "/faults", body)[1])["id"])
+
+    def behave(self, latency_ms: float = 0, decline_rate: float = 0, error_rate: float = 0) -> None:
+        """Every vaulted-card charge waits latency_ms and fails at random at these rates."""
+        body = {"latency_ms": latency_ms, "decline_rate": decline_rate, "error_rate": error_rate}
+        self._call("PUT", "/behaviour", body)
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
@@ -86,6 +93,7 @@ class FakePayControl:
         """Forgets all faults and every recorded charge: a clean provider for the next test."""
         self.clear_faults()
         self.clear_ledger()
+        self.behave()
 
 
 def _free_port() -> int:

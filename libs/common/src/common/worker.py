@@ -34,11 +34,12 @@ async def run_worker(
     handlers: dict[str, Handler],
     schedules: Sequence[Schedule] = (),
     loops: Sequence[Callable[[async_sessionmaker[AsyncSession]], Loop]] = (),
+    pool_size: int = 4,
 ) -> None:
     """Run until a signal; `loops` are the service's own long-running jobs (built with the
     worker's sessions), next to the relay, the consumer and the schedules."""
     configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
-    engine = create_engine(settings.database_url.get_secret_value(), pool_size=4)
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=pool_size)
     sessionmaker = create_sessionmaker(engine)
     bootstrap_servers = settings.kafka_bootstrap_servers
     running: list[Loop] = [OutboxRelay(sessionmaker, outbox_model, bootstrap_servers).run]

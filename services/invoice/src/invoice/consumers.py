@@ -79,7 +79,7 @@ class PaymentSucceeded(BaseModel):
 
 async def on_payment_succeeded(session: AsyncSession, event: CloudEvent) -> None:
     payment = PaymentSucceeded.model_validate(event.data)
-    if payment.kind != "invoice" or payment.invoice_id is None:
+    if payment.kind not in ("invoice", "autopay") or payment.invoice_id is None:
         return  # a wallet top-up: nothing of this service's
     await service.record_payment(session, payment.owner_id, payment.invoice_id, payment.payment_id)
 
@@ -123,6 +123,25 @@ async def on_invoices_imported(session: AsyncSession, event: CloudEvent) -> None
     await service.apply_import(session, batch)
 
 
+class PaymentFailed(BaseModel):
+    """The slice of `payment.failed` this service reads: a billing-run charge given up on."""
+
+    invoice_id: uuid.UUID | None = None
+    owner_id: uuid.UUID
+    kind: str
+    failure_code: str
+    final: bool = False
+
+
+async def on_payment_failed(session: AsyncSession, event: CloudEvent) -> None:
+    failed = PaymentFailed.model_validate(event.data)
+    if failed.kind != "autopay" or not failed.final or failed.invoice_id is None:
+        return  # a card payment the user saw fail, or a charge that will be retried
+    await service.record_final_payment_failure(
+        session, failed.owner_id, failed.invoice_id, failed.failure_code
+    )
+
+
 CONSUMER_GROUP = "invoice-service"
 USER_TOPIC = "user.events"
 PAYMENT_TOPIC = "payment.events"
@@ -132,6 +151,7 @@ HANDLERS: dict[str, Handler] = {
     "user.deleted": on_user_deleted,
     "payment.succeeded": on_payment_succeeded,
     "billing.invoices_imported": on_invoices_imported,
+    "payment.failed": on_payment_failed,
 }
 SYNC_TOPIC = "sync.events"
 TOPICS: list[str] = [USER_TOPIC, PAYMENT_TOPIC, SYNC_TOPIC]

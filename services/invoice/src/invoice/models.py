@@ -39,9 +39,13 @@ class InvoiceStatus(StrEnum):
     PAST_DUE = "past_due"
     PAID = "paid"
     VOID = "void"
+    # The monthly billing run could not charge it and will not retry (customer unknown to
+    # the provider, wrong currency, an unknown error, declines past the last retry): a
+    # person acts. Still payable by card, and voidable.
+    FAILED = "failed"
 
 
-OPEN_STATUSES = (InvoiceStatus.PENDING, InvoiceStatus.PAST_DUE)
+OPEN_STATUSES = (InvoiceStatus.PENDING, InvoiceStatus.PAST_DUE, InvoiceStatus.FAILED)
 
 
 class Owner(Base):
@@ -143,6 +147,8 @@ class Invoice(Base):
     # Goes up with every change of what the PDF shows (status, client name): a PDF is
     # rendered once per version and stored under it (docs/pdfs.md).
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Why the billing run gave up on it (the provider's code), while it is FAILED.
+    failure_reason: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     # Imported invoices only (NULL on invoices made here): where from, the platform's id and

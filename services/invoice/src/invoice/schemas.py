@@ -154,6 +154,9 @@ class InvoiceRead(BaseModel):
     status: InvoiceStatus
     due_date: date
     version: int = Field(description="Goes up whenever anything the invoice's PDF shows changes")
+    failure_reason: str | None = Field(
+        None, description="Why the monthly billing run gave up on a FAILED invoice"
+    )
     created_at: UtcDateTime
     updated_at: UtcDateTime
     source: str | None = Field(
@@ -238,9 +241,10 @@ SEED_STATUS = {
     InvoiceStatus.PAST_DUE: "PAST_DUE",
     InvoiceStatus.PAID: "PAID",
     InvoiceStatus.VOID: "CANCELLED",
+    InvoiceStatus.FAILED: "FAILED",
 }
 STATUS_FROM_SEED = {seed: status for status, seed in SEED_STATUS.items()}
-SeedStatus = Literal["PENDING", "PAST_DUE", "PAID", "CANCELLED"]
+SeedStatus = Literal["PENDING", "PAST_DUE", "PAID", "CANCELLED", "FAILED"]
 
 
 CARD_NUMBER = re.compile(r"[0-9 ]+")

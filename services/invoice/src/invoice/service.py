@@ -425,6 +425,23 @@ async def record_payment(
     await session.flush()
 
 
+async def record_final_payment_failure(
+    session: AsyncSession, owner_id: uuid.UUID, invoice_id: uuid.UUID, reason: str
+) -> None:
+    """Mark the invoice FAILED when the billing run gives up charging it, so a person sees
+    it. Only a pending or past-due invoice changes: a paid or void one stays as it is."""
+    invoice = await repository.get_invoice(session, owner_id, invoice_id, for_update=True)
+    if invoice is None:
+        log.warning("payment_failure_for_unknown_invoice", invoice_id=str(invoice_id))
+        return
+    if invoice.status not in (InvoiceStatus.PENDING, InvoiceStatus.PAST_DUE):
+        return
+    log.info("invoice_failed_from_event", invoice_id=str(invoice_id), reason=reason)
+    invoice.failure_reason = reason[:40]
+    _change_status(session, invoice, InvoiceStatus.FAILED)
+    await session.flush()
+
+
 async def mark_past_due(session: AsyncSession, today: date, batch_size: int = 500) -> int:
     """Move one batch of pending invoices due before today to past due; the count moved."""
     invoices = await repository.pending_past_due(session, today, batch_size)

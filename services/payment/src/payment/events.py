@@ -4,7 +4,10 @@ The subject (and Kafka key) of every event is the owner's user id, so one owner'
 stay in order. Amounts are decimal strings with two decimals, never floats.
 
 - `payment.succeeded` / `payment.failed`: a card charge ended. The invoice service marks an
-  invoice PAID on `payment.succeeded` with kind "invoice".
+  invoice PAID on `payment.succeeded` with kind "invoice" or "autopay". Kind "autopay" is a
+  charge of the monthly billing run: its `payment.failed` names the client (for the email
+  service's notice), says whether the failure is `final` (the invoice becomes FAILED and a
+  person acts) or will be retried at `next_attempt_at`.
 - `wallet.credited` / `wallet.debited`: a wallet account changed. `sequence` numbers the
   account's changes from 1 without gaps, so a consumer keeping a balance can tell a missed
   or repeated one; `balance_after` is the balance the change left.
@@ -41,7 +44,7 @@ class PaymentSucceeded(BaseModel):
     owner_id: uuid.UUID
     amount: AmountText
     currency: str
-    kind: Literal["invoice", "topup"]
+    kind: Literal["invoice", "topup", "autopay"]
     card_last4: str
     occurred_at: UtcDateTime
 
@@ -52,12 +55,21 @@ class PaymentFailed(BaseModel):
     owner_id: uuid.UUID
     amount: AmountText
     currency: str
-    kind: Literal["invoice", "topup"]
+    kind: Literal["invoice", "topup", "autopay"]
     card_last4: str
     # insufficient_funds, invalid_card, invalid_expiry, expired_card, invalid_name,
     # provider_unavailable (never reached), not_charged (unknown outcome, provider has none)
+    # For autopay: customer_not_found, currency_mismatch, or the provider's own code.
     failure_code: str
     occurred_at: UtcDateTime
+    # Set for kind "autopay" only.
+    client_id: int | None = None
+    client_email: str | None = None
+    client_name: str | None = None
+    # True: the invoice is FAILED and a person acts. False: tried again at next_attempt_at.
+    final: bool = False
+    next_attempt_at: UtcDateTime | None = None
+    billing_run_id: uuid.UUID | None = None
 
 
 class WalletChanged(BaseModel):

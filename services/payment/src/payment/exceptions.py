@@ -19,6 +19,16 @@ class PaymentNotFound(NotFound):
         super().__init__("No payment with this id")
 
 
+class PaymentMethodNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No payment method with this id")
+
+
+class BillingRunNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No billing run with this id")
+
+
 class PaymentInProgress(Conflict):
     """Another attempt holds the invoice and its outcome is not known yet."""
 
@@ -79,7 +89,7 @@ class CardDeclined(ProblemError):
 class CardRejected(InvalidInput):
     """The provider found the card unusable; reported like our own validation."""
 
-    def __init__(self, failure_code: str, field: str, payment_id: uuid.UUID) -> None:
+    def __init__(self, failure_code: str, field: str, payment_id: uuid.UUID | None) -> None:
         super().__init__(
             "The card was refused by the payment provider",
             field=field,

@@ -15,7 +15,13 @@ from payment import service
 from payment.config import PaymentSettings, get_settings
 from payment.models import IdempotencyKey
 from payment.providers import PaymentProvider, create_provider
-from payment.router import internal_router, payments_router, wallet_router
+from payment.router import (
+    internal_router,
+    methods_router,
+    payments_router,
+    runs_router,
+    wallet_router,
+)
 
 DESCRIPTION = """
 Card payments and the wallet of the signed-in user. Every endpoint but the health checks
@@ -52,6 +58,8 @@ def create_app(
         app.include_router(internal_router)
         app.include_router(payments_router)
         app.include_router(wallet_router)
+        app.include_router(methods_router)
+        app.include_router(runs_router)
 
     app = create_service_app(
         settings,

@@ -1,7 +1,7 @@
 """Tables of the payment_svc schema."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -9,6 +9,7 @@ from sqlalchemy import (
     VARBINARY,
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import BinaryUUID, service_metadata
@@ -34,6 +36,7 @@ class Base(DeclarativeBase):
 class PaymentKind(StrEnum):
     INVOICE = "invoice"  # a client pays an owner's invoice by card
     TOPUP = "topup"  # the owner adds funds to their wallet by card
+    AUTOPAY = "autopay"  # the monthly billing run charges a client's saved payment method
 
 
 class PaymentStatus(StrEnum):
@@ -80,7 +83,7 @@ class Payment(Base):
         CheckConstraint(
             "status IN ('processing', 'unknown', 'succeeded', 'failed')", name="status_known"
         ),
-        CheckConstraint("kind IN ('invoice', 'topup')", name="kind_known"),
+        CheckConstraint("kind IN ('invoice', 'topup', 'autopay')", name="kind_known"),
         CheckConstraint(
             "status <> 'failed' OR active_invoice_id IS NULL", name="failed_releases_invoice"
         ),
@@ -110,8 +113,142 @@ class Payment(Base):
     card_last4: Mapped[str] = mapped_column(String(4))
     card_expiry: Mapped[str] = mapped_column(String(7))
     card_name: Mapped[str] = mapped_column(String(100))
+    # An autopay attempt: the saved method and the provider's token for it, so a resumed run
+    # sends the very same request (same idempotency key) even if the method was removed since.
+    payment_method_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID)
+    provider_token: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class PaymentMethod(Base):
+    """A client's card saved at the provider with the owner's auto-pay consent.
+
+    The card went to the provider once; only its token, the masked number, the expiry and
+    the name are kept here. The billing run charges the newest method of a client.
+    """
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (
+        Index(None, "owner_id", "client_id", "id"),
+        Index(None, "owner_id", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    client_id: Mapped[int] = mapped_column(BigInteger)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_token: Mapped[str] = mapped_column(String(64))
+    card_number_masked: Mapped[str] = mapped_column(String(32))
+    card_last4: Mapped[str] = mapped_column(String(4))
+    card_expiry: Mapped[str] = mapped_column(String(7))
+    card_name: Mapped[str] = mapped_column(String(100))
+    autopay_consent_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class InvoiceCopy(Base):
+    """The invoice service's invoices as `invoice.events` tell them: what the run charges.
+
+    Only the fields the run needs; the invoice schema itself is never read.
+    """
+
+    __tablename__ = "invoices"
+    __table_args__ = (Index(None, "status", "due_date"),)
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    client_id: Mapped[int] = mapped_column(BigInteger)
+    client_email: Mapped[str | None] = mapped_column(String(320))
+    client_name: Mapped[str | None] = mapped_column(String(200))
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    due_date: Mapped[date] = mapped_column(Date)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class RunStatus(StrEnum):
+    CHARGING = "charging"  # invoices are waiting for their first or a network retry
+    WAITING_RETRIES = "waiting_retries"  # only declined invoices' later retries remain
+    FINISHED = "finished"  # every invoice has its final outcome
+
+
+class ItemState(StrEnum):
+    QUEUED = "queued"  # to be charged at next_attempt_at
+    DONE = "done"  # its outcome is final for this run
+
+
+class ItemOutcome(StrEnum):
+    PAID = "paid"
+    ALREADY_PAID = "already_paid"  # another payment holds the invoice as paid
+    RETRY_SCHEDULED = "retry_scheduled"  # declined; tried again at next_attempt_at
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # network/5xx; tried again later
+    FAILED = "failed"  # final: a person acts (reason in failure_code)
+    NO_PAYMENT_METHOD = "no_payment_method"  # the client has no saved method: reported
+    SKIPPED = "skipped"  # the invoice was paid, voided or failed by other means meanwhile
+
+
+class BillingRun(Base):
+    """One run of a schedule, for the fire time it is due for; unique per schedule and time,
+    so however many workers see it due, one run exists."""
+
+    __tablename__ = "billing_runs"
+    __table_args__ = (UniqueConstraint("schedule", "scheduled_for"), Index(None, "status"))
+
+    id: Mapped[uuid.UUID] = mapped_column(BinaryUUID, primary_key=True, default=uuid7)
+    schedule: Mapped[str] = mapped_column(String(40))
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime)
+    # Invoices due on or before this date are charged.
+    as_of: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.CHARGING)
+    started_by: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class BillingRunItem(Base):
+    """One invoice of a run and its outcome: unique per run and invoice, so each invoice has
+    exactly one outcome per run. `payment_id` is its current attempt (a Payment of kind
+    autopay), whose `active_invoice_id` keeps a second attempt from starting meanwhile."""
+
+    __tablename__ = "billing_run_items"
+    __table_args__ = (
+        UniqueConstraint("run_id", "invoice_id"),
+        Index(None, "state", "next_attempt_at"),
+        Index(None, "run_id", "id"),
+        Index(None, "owner_id", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("billing_runs.id"))
+    invoice_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    owner_id: Mapped[uuid.UUID] = mapped_column(BinaryUUID)
+    client_id: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(10), default=ItemState.QUEUED)
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    failure_code: Mapped[str | None] = mapped_column(String(40))
+    attempts: Mapped[int] = mapped_column(default=0)
+    first_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID)
+    # The worker working on the item and until when; an expired claim is anyone's again.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class SchedulerLock(Base):
+    """ShedLock's table: a named lease held until `lock_until` by `locked_by`."""
+
+    __tablename__ = "scheduler_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lock_until: Mapped[datetime] = mapped_column(DATETIME(fsp=6))
+    locked_at: Mapped[datetime] = mapped_column(DATETIME(fsp=6))
+    locked_by: Mapped[str] = mapped_column(String(100))
 
 
 class EntryType(StrEnum):

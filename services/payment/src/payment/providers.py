@@ -76,6 +76,26 @@ class ChargeOutcome:
     field: str | None = None
 
 
+@dataclass(frozen=True)
+class SavedCharge:
+    """A charge of a saved payment method; `transaction_id` is also the idempotency key."""
+
+    token: str
+    transaction_id: str
+    amount: Decimal
+    currency: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    """What the provider answers for a card it now keeps: its token and the masked card."""
+
+    token: str
+    masked_number: str
+    last4: str
+
+
 class ProviderUnreachable(Exception):
     """The provider could not say whether it holds a charge."""
 
@@ -92,6 +112,19 @@ class PaymentProvider(Protocol):
 
         Raises ProviderUnreachable when the provider cannot tell.
         """
+        ...
+
+    async def save_card(self, card: CardDetails) -> SavedCard | ChargeOutcome:
+        """Keep the card at the provider; a REJECTED or NOT_SENT outcome when it was not."""
+        ...
+
+    async def forget_card(self, token: str) -> None:
+        """Remove the card from the provider's vault; raises ProviderUnreachable."""
+        ...
+
+    async def charge_saved(self, charge: SavedCharge) -> ChargeOutcome:
+        """Charge a saved card, sending transaction_id as the idempotency key: sending the
+        same charge again never charges twice. Never raises for the provider's failures."""
         ...
 
 
@@ -189,6 +222,73 @@ class FakePayProvider:
         charge_id = answer.get("chargeId")
         valid = isinstance(charge_id, str) and _CHARGE_ID.match(charge_id)
         return ChargeOutcome(Outcome.SUCCEEDED, charge_id=charge_id if valid else None)
+
+    async def save_card(self, card: CardDetails) -> SavedCard | ChargeOutcome:
+        body = {
+            "card": {
+                "number": card.number.get_secret_value(),
+                "expiry": card.expiry,
+                "name": card.name,
+            }
+        }
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                response = await self.http.post(
+                    f"{self.url}/payment-methods", json=body, timeout=self.timeout
+                )
+        except (TimeoutError, httpx.HTTPError) as exc:
+            log.warning("provider_no_answer", provider=self.name, error_type=type(exc).__name__)
+            return ChargeOutcome(Outcome.NOT_SENT, failure_code="provider_unavailable")
+        answer = _json_object(response)
+        token = answer.get("id")
+        if response.status_code == 201 and isinstance(token, str) and _CHARGE_ID.match(token):
+            return SavedCard(token, card.masked_number, card.last4)
+        if response.status_code == 400:
+            field = answer.get("field")
+            code = answer.get("code")
+            return ChargeOutcome(
+                Outcome.REJECTED,
+                failure_code=code if isinstance(code, str) else "invalid_card",
+                field=field if field in _CARD_FIELDS else "card",
+            )
+        return ChargeOutcome(Outcome.NOT_SENT, failure_code="provider_unavailable")
+
+    async def forget_card(self, token: str) -> None:
+        url = f"{self.url}/payment-methods/{quote(token, safe='')}"
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                response = await self.http.delete(url, timeout=self.timeout)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise ProviderUnreachable(type(exc).__name__) from None
+        if response.status_code not in (204, 404):
+            raise ProviderUnreachable(f"status {response.status_code}")
+
+    async def charge_saved(self, charge: SavedCharge) -> ChargeOutcome:
+        body = {
+            "paymentMethod": charge.token,
+            "transactionId": charge.transaction_id,
+            "amount": money_text(charge.amount),
+            "currency": charge.currency,
+            "reference": charge.reference,
+        }
+        headers = {"Idempotency-Key": charge.transaction_id}
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                response = await self.http.post(
+                    f"{self.url}/charges", json=body, headers=headers, timeout=self.timeout
+                )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            log.warning("provider_not_reached", provider=self.name, error_type=type(exc).__name__)
+            return ChargeOutcome(Outcome.NOT_SENT, failure_code="provider_unavailable")
+        except (TimeoutError, httpx.HTTPError) as exc:
+            log.warning("provider_no_answer", provider=self.name, error_type=type(exc).__name__)
+            return ChargeOutcome(Outcome.UNKNOWN)
+        if response.status_code == 404:
+            return ChargeOutcome(Outcome.REJECTED, failure_code="customer_not_found")
+        if response.status_code == 409:
+            # The same key is still being worked on at the provider: ask again later.
+            return ChargeOutcome(Outcome.UNKNOWN)
+        return self._charge_outcome(response)
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -10,8 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payment.models import (
     UNSETTLED_STATUSES,
+    BillingRun,
+    BillingRunItem,
     ClosedAccount,
+    InvoiceCopy,
     Payment,
+    PaymentKind,
+    PaymentMethod,
     WalletAccount,
     WalletEntry,
 )
@@ -64,10 +69,17 @@ async def list_payments(
 async def unsettled_payments(
     session: AsyncSession, created_before: datetime, limit: int
 ) -> Sequence[Payment]:
-    """Attempts still processing or unknown that were started before the given time."""
+    """Attempts still processing or unknown that were started before the given time.
+
+    Not the billing run's: the run settles its own attempts when it resumes them.
+    """
     query = (
         select(Payment)
-        .where(Payment.status.in_(UNSETTLED_STATUSES), Payment.created_at < created_before)
+        .where(
+            Payment.status.in_(UNSETTLED_STATUSES),
+            Payment.created_at < created_before,
+            Payment.kind != PaymentKind.AUTOPAY,
+        )
         .order_by(Payment.created_at)
         .limit(limit)
     )
@@ -150,3 +162,70 @@ async def accounts_deleted_since(session: AsyncSession, since: datetime) -> Sequ
             select(ClosedAccount.owner_id).where(ClosedAccount.deleted_at >= since)
         )
     ).all()
+
+
+# --- payment methods --------------------------------------------------------------------------
+
+
+async def get_payment_method(
+    session: AsyncSession, owner_id: uuid.UUID, method_id: uuid.UUID
+) -> PaymentMethod | None:
+    return await session.scalar(
+        select(PaymentMethod).where(
+            PaymentMethod.id == method_id, PaymentMethod.owner_id == owner_id
+        )
+    )
+
+
+async def list_payment_methods(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    client_id: int | None,
+    before: uuid.UUID | None,
+    limit: int,
+) -> Sequence[PaymentMethod]:
+    """The owner's methods, newest first, optionally of one client, after a cursor's id."""
+    query = select(PaymentMethod).where(PaymentMethod.owner_id == owner_id)
+    if client_id is not None:
+        query = query.where(PaymentMethod.client_id == client_id)
+    if before is not None:
+        query = query.where(PaymentMethod.id < before)
+    return (await session.scalars(query.order_by(PaymentMethod.id.desc()).limit(limit))).all()
+
+
+# --- invoices (the copy from invoice.events) --------------------------------------------------
+
+
+async def upsert_invoice(session: AsyncSession, values: dict[str, object]) -> None:
+    """Insert the invoice's copy or overwrite it with the newer values."""
+    statement = insert(InvoiceCopy).values(**values)
+    updates = {key: statement.inserted[key] for key in values if key != "invoice_id"}
+    await session.execute(statement.on_duplicate_key_update(**updates))
+
+
+# --- billing runs -----------------------------------------------------------------------------
+
+
+async def list_runs(
+    session: AsyncSession, before: uuid.UUID | None, limit: int
+) -> Sequence[BillingRun]:
+    query = select(BillingRun)
+    if before is not None:
+        query = query.where(BillingRun.id < before)
+    return (await session.scalars(query.order_by(BillingRun.id.desc()).limit(limit))).all()
+
+
+async def list_run_items(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    owner_id: uuid.UUID | None,
+    after: int | None,
+    limit: int,
+) -> Sequence[BillingRunItem]:
+    """A run's items in id order, only the owner's when one is given."""
+    query = select(BillingRunItem).where(BillingRunItem.run_id == run_id)
+    if owner_id is not None:
+        query = query.where(BillingRunItem.owner_id == owner_id)
+    if after is not None:
+        query = query.where(BillingRunItem.id > after)
+    return (await session.scalars(query.order_by(BillingRunItem.id).limit(limit))).all()

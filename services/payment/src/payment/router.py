@@ -18,14 +18,23 @@ from common.idempotency import KEY_HEADER
 from common.logging import get_logger
 from common.openapi import link
 from common.pagination import CursorCodecDep
-from payment import service, wallet
+from payment import billing, payment_methods, service, wallet
 from payment.dependencies import ChargingDep
 from payment.exceptions import PaymentNotCompleted
 from payment.schemas import (
     BalanceRead,
+    BillingRunDetail,
+    BillingRunItemRead,
+    BillingRunPage,
+    BillingRunQuery,
+    BillingRunRead,
     DebitCreate,
     InvoicePaymentCreate,
     PageQuery,
+    PaymentMethodCreate,
+    PaymentMethodPage,
+    PaymentMethodQuery,
+    PaymentMethodRead,
     PaymentPage,
     PaymentRead,
     RefundCreate,
@@ -59,6 +68,8 @@ CARD_ERRORS: dict[int | str, dict[str, Any]] = {
 payments_router = APIRouter(prefix="/api/payments", tags=["payments"])
 wallet_router = APIRouter(prefix="/api/wallet", tags=["wallet"])
 internal_router = APIRouter(prefix="/internal", tags=["internal"])
+methods_router = APIRouter(prefix="/api/payment-methods", tags=["payment methods"])
+runs_router = APIRouter(prefix="/api/billing-runs", tags=["billing runs"])
 
 
 async def _card_request(call: Awaitable[T], retry_after_seconds: int) -> T:
@@ -248,4 +259,106 @@ async def list_transactions(
     page = await service.list_wallet_entries(session, codec, user.id, query.limit, query.cursor)
     return WalletTransactionPage(
         items=[WalletTransactionRead.of(e) for e in page.items], next_cursor=page.next_cursor
+    )
+
+
+# --- /api/payment-methods ---------------------------------------------------------------------
+
+
+METHOD_LINK = link("DELETE", "/api/payment-methods/{method_id}", method_id="$response.body#/id")
+
+
+@methods_router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PaymentMethodRead,
+    summary="Save a client's card for the monthly billing run",
+    responses={
+        201: {"links": {"RemovePaymentMethod": METHOD_LINK}},
+        422: CARD_ERRORS[422],
+        503: _problem("The provider is down; nothing was saved, try again (see Retry-After)"),
+    },
+)
+async def add_payment_method(
+    body: PaymentMethodCreate, user: CurrentUser, session: SessionDep, charging: ChargingDep
+) -> PaymentMethodRead:
+    """The card goes to the provider once; only its token and the masked card are kept. The
+    newest method of a client is the one the billing run charges."""
+    new = payment_methods.NewPaymentMethod(body.client_id, body.card.details())
+    method = await _card_request(
+        payment_methods.add_payment_method(
+            session, charging.provider, user.id, new, charging.settings.retry_after_seconds
+        ),
+        charging.settings.retry_after_seconds,
+    )
+    return PaymentMethodRead.of(method)
+
+
+@methods_router.get("", response_model=PaymentMethodPage, summary="The clients' saved cards")
+async def list_payment_methods(
+    query: Annotated[PaymentMethodQuery, Query()],
+    user: CurrentUser,
+    session: ReadSessionDep,
+    codec: CursorCodecDep,
+) -> PaymentMethodPage:
+    """Newest first, of one client with `client_id`; page with `next_cursor`."""
+    page = await payment_methods.list_payment_methods(
+        session, codec, user.id, query.client_id, query.limit, query.cursor
+    )
+    return PaymentMethodPage(
+        items=[PaymentMethodRead.of(m) for m in page.items], next_cursor=page.next_cursor
+    )
+
+
+@methods_router.delete(
+    "/{method_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=NOT_FOUND,
+    summary="Remove a saved card; the client is no longer charged automatically with it",
+)
+async def remove_payment_method(
+    method_id: uuid.UUID, user: CurrentUser, session: SessionDep, charging: ChargingDep
+) -> Response:
+    await payment_methods.remove_payment_method(session, charging.provider, user.id, method_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- /api/billing-runs ------------------------------------------------------------------------
+
+
+@runs_router.get("", response_model=BillingRunPage, summary="Monthly billing runs")
+async def list_billing_runs(
+    query: Annotated[PageQuery, Query()],
+    user: CurrentUser,
+    session: ReadSessionDep,
+    codec: CursorCodecDep,
+) -> BillingRunPage:
+    """Newest first, each with the counts of the user's own invoices per outcome."""
+    page = await billing.list_runs(session, codec, user.id, query.limit, query.cursor)
+    return BillingRunPage(
+        items=[BillingRunRead.of(r.run, r.counts) for r in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@runs_router.get(
+    "/{run_id}",
+    response_model=BillingRunDetail,
+    responses=NOT_FOUND,
+    summary="A billing run's outcomes for the user's invoices",
+)
+async def get_billing_run(
+    run_id: uuid.UUID,
+    query: Annotated[BillingRunQuery, Query()],
+    user: CurrentUser,
+    session: ReadSessionDep,
+    codec: CursorCodecDep,
+) -> BillingRunDetail:
+    """Counts per outcome and one page of the user's invoices with outcome and reason."""
+    detail = await billing.run_detail(session, codec, user.id, run_id, query.limit, query.cursor)
+    report = BillingRunRead.of(detail.report.run, detail.report.counts)
+    return BillingRunDetail(
+        **report.model_dump(),
+        items=[BillingRunItemRead.of(item) for item in detail.items],
+        next_cursor=detail.next_cursor,
     )

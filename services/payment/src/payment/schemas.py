@@ -8,8 +8,8 @@ name. Messages name the rule, never the value, and the number and CVV are kept a
 
 import re
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,19 @@ from pydantic import (
 )
 
 from common.types import Money, SignedMoneyOut, UtcDateTime
-from payment.models import EntryType, Payment, PaymentKind, PaymentStatus, WalletEntry
+from payment.models import (
+    BillingRun,
+    BillingRunItem,
+    EntryType,
+    ItemOutcome,
+    ItemState,
+    Payment,
+    PaymentKind,
+    PaymentMethod,
+    PaymentStatus,
+    RunStatus,
+    WalletEntry,
+)
 from payment.providers import CardDetails
 
 _NUMBER = re.compile(r"[0-9 ]{12,40}")
@@ -231,3 +243,122 @@ class DebitCreate(Strict):
 
 class RefundCreate(Strict):
     reference: Reference = Field(description="The reference of the debit to give back")
+
+
+# --- payment methods and billing runs ---------------------------------------------------------
+
+
+class PaymentMethodCreate(Strict):
+    """A client's card for the monthly billing run, with the owner's auto-pay consent."""
+
+    client_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    card: CardIn
+    autopay_consent: Literal[True] = Field(
+        description="Must be true: the owner confirms the client agreed to automatic charges"
+    )
+
+
+class PaymentMethodRead(BaseModel):
+    id: uuid.UUID
+    client_id: int
+    card: MaskedCard
+    autopay: bool
+    autopay_consent_at: UtcDateTime
+    created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, method: PaymentMethod) -> "PaymentMethodRead":
+        return cls(
+            id=method.id,
+            client_id=method.client_id,
+            card=MaskedCard(
+                number=method.card_number_masked, expiry=method.card_expiry, name=method.card_name
+            ),
+            autopay=True,
+            autopay_consent_at=method.autopay_consent_at,
+            created_at=method.created_at,
+        )
+
+
+class PaymentMethodPage(BaseModel):
+    items: list[PaymentMethodRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
+
+
+class PaymentMethodQuery(PageQuery):
+    client_id: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+
+
+class BillingRunRead(BaseModel):
+    id: uuid.UUID
+    schedule: str
+    scheduled_for: UtcDateTime
+    as_of: date
+    status: RunStatus
+    started_at: UtcDateTime
+    finished_at: UtcDateTime | None
+    counts: dict[str, int] = Field(
+        description="The user's invoices in this run per outcome (`queued`: not tried yet)"
+    )
+
+    @classmethod
+    def of(cls, run: BillingRun, counts: dict[str, int]) -> "BillingRunRead":
+        return cls(
+            id=run.id,
+            schedule=run.schedule,
+            scheduled_for=run.scheduled_for,
+            as_of=run.as_of,
+            status=RunStatus(run.status),
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            counts=counts,
+        )
+
+
+class BillingRunPage(BaseModel):
+    items: list[BillingRunRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
+
+
+class BillingRunItemRead(BaseModel):
+    invoice_id: uuid.UUID
+    client_id: int
+    amount: SignedMoneyOut
+    currency: str
+    outcome: ItemOutcome | None = Field(description="null while the invoice waits its first try")
+    reason: str | None = Field(description="The provider's failure code, or why it was skipped")
+    final: bool
+    attempts: int
+    next_attempt_at: UtcDateTime | None
+    payment_id: uuid.UUID | None
+
+    @classmethod
+    def of(cls, item: BillingRunItem) -> "BillingRunItemRead":
+        final = item.state == ItemState.DONE
+        return cls(
+            invoice_id=item.invoice_id,
+            client_id=item.client_id,
+            amount=item.amount,
+            currency=item.currency,
+            outcome=ItemOutcome(item.outcome) if item.outcome else None,
+            reason=item.failure_code,
+            final=final,
+            attempts=item.attempts,
+            next_attempt_at=None if final else item.next_attempt_at,
+            payment_id=item.payment_id,
+        )
+
+
+class BillingRunDetail(BillingRunRead):
+    items: list[BillingRunItemRead] = Field(description="The user's invoices, one page")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page of items; null at the end"
+    )
+
+
+class BillingRunQuery(PageQuery):
+    limit: ListLimit = 50

@@ -151,6 +151,9 @@ async def pay_invoice(
             raise InvoiceHeldByAnotherOwner()
         if holder.status == PaymentStatus.SUCCEEDED:
             return PaymentResult(holder, created=False)
+        if holder.kind == PaymentKind.AUTOPAY:
+            # The billing run is charging the saved card; it settles its own attempts.
+            raise PaymentInProgress(charging.settings.retry_after_seconds)
         if holder.status == PaymentStatus.PROCESSING and not _settled(charging, holder):
             # Its request is still within the provider timeout: it will record the outcome.
             raise PaymentInProgress(_seconds_to_settle(charging, holder))
@@ -452,6 +455,18 @@ async def reconcile_unsettled(charging: Charging, batch_size: int = 100) -> int:
         if payment.status not in UNSETTLED_STATUSES:
             settled += 1
     return settled
+
+
+# --- the copy of invoices --------------------------------------------------------------------
+
+
+async def copy_invoice(session: AsyncSession, owner_id: uuid.UUID, fields: dict[str, Any]) -> None:
+    """Keep the invoice's copy as the invoice service last described it.
+
+    Events of one owner arrive in order (their key is the owner), so the last one wins.
+    """
+    values = {"owner_id": owner_id, "updated_at": utcnow(), **fields}
+    await repository.upsert_invoice(session, values)
 
 
 # --- closed accounts --------------------------------------------------------------------------

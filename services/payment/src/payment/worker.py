@@ -1,5 +1,6 @@
-"""The payment service's worker: the outbox relay, the schedule that settles card charges
-whose outcome was lost, and the clean-up of expired idempotency keys."""
+"""The payment service's worker: the outbox relay, the consumer of user and invoice events,
+the schedule that settles card charges whose outcome was lost, the monthly billing run, and
+the clean-up of expired idempotency keys."""
 
 import asyncio
 
@@ -9,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.idempotency import purge_schedule
 from common.logging import get_logger
 from common.worker import Schedule, run_worker
-from payment import consumers, service
+from payment import billing, consumers, service
 from payment.config import PaymentSettings, get_settings
 from payment.models import IdempotencyKey, InboxMessage, OutboxMessage
 from payment.providers import PaymentProvider, create_provider
@@ -31,9 +32,27 @@ def reconcile_schedule(settings: PaymentSettings, provider: PaymentProvider) -> 
     return Schedule("reconcile_payments", settings.reconcile_every_seconds, reconcile)
 
 
+def billing_schedule(
+    settings: PaymentSettings, provider: PaymentProvider, clock: billing.Clock = billing.utc_clock
+) -> Schedule:
+    """Every tick: start the month's run if it is due and nobody has, then charge what is
+    due. Every worker runs it; the lease and the claims share the work out."""
+    state: dict[str, billing.Billing] = {}
+
+    async def run_billing(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+        if "billing" not in state:
+            state["billing"] = billing.Billing(sessionmaker, provider, settings, clock)
+        return await billing.tick(state["billing"])
+
+    return Schedule("billing_run", settings.billing_tick_seconds, run_billing)
+
+
 async def run() -> None:
     settings = get_settings()
-    async with httpx.AsyncClient() as http:
+    # Enough connections for the billing run's charges in flight.
+    limits = httpx.Limits(max_connections=settings.billing_concurrency + 10)
+    async with httpx.AsyncClient(limits=limits) as http:
+        provider = create_provider(settings, http)
         await run_worker(
             settings,
             outbox_model=OutboxMessage,
@@ -42,9 +61,11 @@ async def run() -> None:
             topics=consumers.TOPICS,
             handlers=consumers.HANDLERS,
             schedules=[
-                reconcile_schedule(settings, create_provider(settings, http)),
+                reconcile_schedule(settings, provider),
+                billing_schedule(settings, provider),
                 purge_schedule(IdempotencyKey),
             ],
+            pool_size=max(4, settings.billing_concurrency // 2),
         )
 
 
