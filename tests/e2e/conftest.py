@@ -23,6 +23,7 @@ from common.testing.gateway import GatewayConfig, start_gateway
 from common.testing.plugin import migrate_schema, temporary_database
 from common.testing.s3 import S3Server
 from common.testing.servers import MysqlServer, free_port, wait_for_port
+from simulators.mail_testing import MailProvidersServer
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -57,6 +58,9 @@ class Addresses:
     gateway: str
     provider: str
     fakepay: str
+    # The email providers' simulator (SendGrid's API) and the key its webhooks are signed with.
+    mail: str = ""
+    mail_webhook_key: str = ""
     apis: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,13 +97,13 @@ SERVICES = [
     ),
     Service(
         "email",
-        # No provider listens in this suite (the email service's own tests run the
-        # simulators): its worker keeps messages queued, as it would through an outage.
+        # SendGrid's API, played by the providers' simulator; the PDFs from the suite's S3
+        # (AWS_ENDPOINT_URL). Failover among providers is the email service's own tests' work.
         lambda at: {
             "EMAIL_CURSOR_SECRET": "e2e-cursor-secret",
-            "EMAIL_PROVIDERS": "smtp",
-            "EMAIL_SMTP_PORT": "9",
-            "EMAIL_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+            "EMAIL_PROVIDERS": "sendgrid",
+            "EMAIL_SENDGRID_URL": at.mail,
+            "EMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY": at.mail_webhook_key,
         },
         package="mailer",
     ),
@@ -126,6 +130,8 @@ class Suite:
     # Every process's log file: `<service>-api.log`, `<service>-worker.log`, `fakepay.log`,
     # `provider.log`, and the gateway's under `gateway/`.
     logs: Path
+    # The email providers' simulator: what it accepted, and where it reports deliveries.
+    mail: MailProvidersServer
 
     @property
     def user_api(self) -> str:
@@ -199,11 +205,19 @@ def object_storage() -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
+def mail_providers() -> Iterator[MailProvidersServer]:
+    """The email providers' simulator (SendGrid, Mailgun, SparkPost APIs), a process."""
+    with MailProvidersServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def suite(
     databases: dict[str, str],
     kafka_bootstrap: str,
     tmp_path_factory: pytest.TempPathFactory,
     object_storage: S3Server,
+    mail_providers: MailProvidersServer,
 ) -> Iterator[Suite]:
     ports = {name: free_port() for name in ("gateway", "provider", "fakepay")}
     api_ports = {service.name: free_port() for service in SERVICES}
@@ -211,6 +225,8 @@ def suite(
         gateway=f"http://127.0.0.1:{ports['gateway']}",
         provider=f"http://127.0.0.1:{ports['provider']}",
         fakepay=f"http://127.0.0.1:{ports['fakepay']}",
+        mail=mail_providers.url,
+        mail_webhook_key=mail_providers.keys()["sendgrid_public_key"],
         apis={name: f"http://127.0.0.1:{port}" for name, port in api_ports.items()},
     )
     shared = {
@@ -269,6 +285,7 @@ def suite(
             apis=at.apis,
             kafka_bootstrap=kafka_bootstrap,
             logs=logs,
+            mail=mail_providers,
         )
     finally:
         processes.stop_all()
