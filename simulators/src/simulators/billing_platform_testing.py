@@ -1,19 +1,12 @@
 """Test helpers for the billing platform simulator: the simulator as a real separate process
 on a free port, and a client for its `/_control` API (accounts, data changes, faults)."""
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from simulators.billing_platform import FaultMode
+from simulators.process import SimulatorProcess
 
 
 class BillingPlatformControl:
@@ -87,78 +80,23 @@ class BillingPlatformControl:
         return int(self._call("GET", "/stats")["requests"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class BillingPlatformServer:
+class BillingPlatformServer(SimulatorProcess):
     """The simulator in its own process on a free port, stopped when the block ends."""
 
-    def __init__(self, port: int | None = None, *, rate_limit: int = 0) -> None:
-        self.host = "127.0.0.1"
-        self.port = port or _free_port()
-        self.rate_limit = rate_limit
-        self.process: subprocess.Popen[bytes] | None = None
-        descriptor, name = tempfile.mkstemp(prefix="billing-platform-", suffix=".log")
-        os.close(descriptor)
-        self.log_path = Path(name)
+    module = "simulators.billing_platform"
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def __init__(self, port: int | None = None, *, rate_limit: int = 0) -> None:
+        super().__init__(port=port)
+        self.rate_limit = rate_limit
+
+    def arguments(self) -> list[str]:
+        return [
+            *super().arguments(),
+            "--rate-limit",
+            str(self.rate_limit),
+            "--log-level",
+            "warning",
+        ]
 
     def control_client(self) -> BillingPlatformControl:
         return BillingPlatformControl(self.base_url)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def start(self, timeout: float = 30.0) -> "BillingPlatformServer":
-        command = [sys.executable, "-m", "simulators.billing_platform", "--host", self.host]
-        command += ["--port", str(self.port), "--rate-limit", str(self.rate_limit)]
-        command += ["--log-level", "warning"]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own module
-                command, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    pass
-                if self.process.poll() is None:
-                    return self
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                message = f"billing platform did not start on {self.base_url}:\n{self.log()}"
-                self.stop()
-                raise RuntimeError(message)
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        self.log_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "BillingPlatformServer":
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

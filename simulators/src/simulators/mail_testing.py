@@ -3,22 +3,10 @@ with a typed client for its control API (as simulators.testing does for FakePay)
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from simulators.process import SimulatorProcess, free_port
 
 
 def _call(base_url: str, method: str, path: str, body: Any = None, timeout: float = 15) -> Any:
@@ -39,73 +27,7 @@ def _call(base_url: str, method: str, path: str, body: Any = None, timeout: floa
     return json.loads(data) if data else None
 
 
-class _Process:
-    """A simulator module run as its own process, log written to a file."""
-
-    module = ""
-
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.host = host
-        self.port = port or _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        descriptor, name = tempfile.mkstemp(
-            prefix=f"{self.module.rsplit('.', 1)[-1]}-", suffix=".log"
-        )
-        os.close(descriptor)
-        self.log_path = Path(name)
-
-    def arguments(self) -> list[str]:
-        return ["--host", self.host, "--port", str(self.port)]
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def start(self, timeout: float = 30.0) -> Self:
-        command = [sys.executable, "-m", self.module, *self.arguments()]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    pass
-                if self.process.poll() is None:
-                    return self
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                message = f"{self.module} did not start on {self.host}:{self.port}:\n{self.log()}"
-                self.stop()
-                raise RuntimeError(message)
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        self.log_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class MailProvidersServer(_Process):
+class MailProvidersServer(SimulatorProcess):
     """SendGrid, Mailgun and SparkPost in one process (simulators.mail_providers)."""
 
     module = "simulators.mail_providers"
@@ -171,14 +93,14 @@ class MailProvidersServer(_Process):
         return answer
 
 
-class SmtpSinkServer(_Process):
+class SmtpSinkServer(SimulatorProcess):
     """The SMTP sink (simulators.smtp_sink) with its HTTP control port."""
 
     module = "simulators.smtp_sink"
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         super().__init__(host, port)
-        self.control_port = _free_port()
+        self.control_port = free_port()
 
     def arguments(self) -> list[str]:
         return [*super().arguments(), "--control-port", str(self.control_port)]

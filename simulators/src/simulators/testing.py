@@ -4,20 +4,13 @@ count what it really charged."""
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 
 from simulators.fakepay import FaultMode, LedgerEntry
+from simulators.process import SimulatorProcess
 
 _ledger_adapter = TypeAdapter(list[LedgerEntry])
 
@@ -96,13 +89,7 @@ class FakePayControl:
         self.behave()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class FakePayServer:
+class FakePayServer(SimulatorProcess):
     """FakePay in its own process on a free port, for tests.
 
     with FakePayServer() as fakepay:
@@ -110,19 +97,7 @@ class FakePayServer:
         fakepay.control_client().fault("decline", card_last4="5678")
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.host = host
-        self.port = port or _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        # The process writes its log to a file rather than a pipe: a pipe nobody reads fills
-        # up and stalls the server. Tests can read it back with `log()`.
-        descriptor, name = tempfile.mkstemp(prefix="fakepay-", suffix=".log")
-        os.close(descriptor)
-        self.log_path = Path(name)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    module = "simulators.fakepay"
 
     @property
     def url(self) -> str:
@@ -135,57 +110,3 @@ class FakePayServer:
 
     def control_client(self) -> FakePayControl:
         return FakePayControl(self.control)
-
-    def log(self) -> str:
-        """Everything the process has logged so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def start(self, timeout: float = 20.0) -> "FakePayServer":
-        command = [sys.executable, "-m", "simulators.fakepay"]
-        command += ["--host", self.host, "--port", str(self.port)]
-        with self.log_path.open("ab") as log:
-            # Our own module under this interpreter; nothing here comes from outside.
-            self.process = subprocess.Popen(  # noqa: S603
-                command, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    pass
-                # Still running: the listener is ours, not another process holding the port.
-                if self.process.poll() is None:
-                    return self
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                message = f"FakePay did not start on {self.base_url}:\n{self.log()}"
-                self.stop()
-                raise RuntimeError(message)
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Stops the process and deletes its log."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        self.log_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "FakePayServer":
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
