@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from common.testing.gateway import GatewayConfig, start_gateway
-from common.testing.plugin import migrate_schema, temporary_database
+from common.testing.plugin import migrate_schema, stop_all, temporary_database
 from common.testing.s3 import S3Server
-from common.testing.servers import MysqlServer, free_port, wait_for_port
+from common.testing.servers import MysqlServer, find_kafka, free_port, wait_for_port
 from simulators.mail_testing import MailProvidersServer
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -202,6 +202,18 @@ def object_storage() -> Iterator[S3Server]:
     with S3Server() as server:
         server.client().create_bucket(Bucket=PDF_BUCKET)
         yield server
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A broker of the suite's own (a new dev broker here, the named one where a broker is
+    given): the services' workers read their topics from the start, and the events other
+    tests published for their own purposes, made-up ones among them, are none of theirs."""
+    stack: list[Any] = []
+    try:
+        yield find_kafka(stack)
+    finally:
+        stop_all(stack)
 
 
 @pytest.fixture(scope="session")

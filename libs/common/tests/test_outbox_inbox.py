@@ -206,6 +206,60 @@ async def test_a_redelivered_event_is_handled_once_and_a_poison_one_is_dead_lett
     assert sorted(notes) == [f"{group}:after", f"{group}:good"]
 
 
+async def test_an_event_whose_data_does_not_fit_is_dead_lettered_without_retries(
+    sessionmaker: async_sessionmaker[AsyncSession], kafka_bootstrap: str
+) -> None:
+    """A ValidationError will be the same next time: retrying it only holds back the events
+    behind it (a whole backoff schedule per bad event)."""
+    topic = topic_name()
+    group = f"notes-{uuid.uuid4().hex[:6]}"
+    unfit = new_event("/tests", "note.written", uuid.uuid4(), NoteWritten(text="x"))
+    unfit = unfit.model_copy(update={"data": {"text": ["not", "text"]}})
+    after = note_event("after")
+    calls: list[str] = []
+
+    async def write_note(session: AsyncSession, event: CloudEvent) -> None:
+        calls.append(event.id)
+        text = NoteWritten.model_validate(event.data).text
+        session.add(Note(text=f"{group}:{text}"))
+
+    consumer = EventConsumer(
+        name=group,
+        topics=[topic],
+        handlers={"note.written": write_note},
+        sessionmaker=sessionmaker,
+        inbox_model=InboxMessage,
+        bootstrap_servers=kafka_bootstrap,
+        max_attempts=5,
+        retry_base_seconds=0.05,
+    )
+    await ensure_topics(kafka_bootstrap, [topic, consumer.dead_letter_topic])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for event in (unfit, after):
+            await producer.send_and_wait(
+                topic, event.model_dump_json().encode(), key=event.subject.encode()
+            )
+    finally:
+        await producer.stop()
+    dead_letters = await start_consumer(kafka_bootstrap, consumer.dead_letter_topic)
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        dead = await next_event(dead_letters, lambda e: e.id == unfit.id)
+        notes = await _wait_for_notes(sessionmaker, group, 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+        await dead_letters.stop()
+
+    assert dead.id == unfit.id
+    # Once with the rest of its fetch, once alone; with retries it would be 1 + 5.
+    assert calls.count(unfit.id) <= 2
+    assert notes == [f"{group}:after"]
+
+
 async def _wait_for_notes(
     sessionmaker: async_sessionmaker[AsyncSession], group: str, count: int
 ) -> list[str]:

@@ -3,8 +3,9 @@
 The inbox row and the handler's effects commit in one transaction, and the offset is committed
 only after it; the events of one fetch share that transaction while all of them succeed. A
 failing handler is retried with backoff; after the last attempt the message goes to the
-consumer group's dead-letter topic. A database or broker outage is not a failure of the
-message: the consumer waits and tries the same message again, for as long as it takes.
+consumer group's dead-letter topic (at once if its data does not fit the handler's model). A
+database or broker outage is not a failure of the message: the consumer waits and tries the
+same message again, for as long as it takes.
 """
 
 import asyncio
@@ -222,7 +223,10 @@ class EventConsumer:
                     log.warning(
                         "event_handler_failed", attempt=attempt, error_type=type(exc).__name__
                     )
-                    if attempt >= self.max_attempts:
+                    # Data that does not fit the consumer's model will not fit it next time
+                    # either: straight to the dead-letter topic, without holding back the
+                    # events behind it for a round of retries.
+                    if attempt >= self.max_attempts or isinstance(exc, ValidationError):
                         await self._dead_letter(record, producer, type(exc).__name__)
                         return
                     await sleep_unless(stop, self.retry_base_seconds * 2 ** (attempt - 1))

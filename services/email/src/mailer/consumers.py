@@ -125,8 +125,10 @@ async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
 
 
 async def on_payment_failed(session: AsyncSession, event: CloudEvent) -> None:
+    if event.data.get("kind") != "autopay":
+        return  # a card payment or a top-up the owner saw fail themselves: nobody to tell
     failed = PaymentFailed.model_validate(event.data)
-    if failed.kind != "autopay" or failed.client_email is None:
+    if failed.client_email is None:
         return
     settings = get_settings()
     name = failed.client_name or str(failed.client_email)

@@ -20,7 +20,8 @@ from common.testing.identity import TestIssuer
 from common.testing.servers import MysqlServer, find_kafka, find_mysql
 
 
-def _stop_all(stack: list[Any]) -> None:
+def stop_all(stack: list[Any]) -> None:
+    """Stops what a fixture started (processes, containers), the last first."""
     for item in reversed(stack):
         if isinstance(item, subprocess.Popen):
             item.terminate()
@@ -35,7 +36,7 @@ def mysql_server() -> Iterator[MysqlServer]:
     try:
         yield find_mysql(stack)
     finally:
-        _stop_all(stack)
+        stop_all(stack)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +45,7 @@ def kafka_bootstrap() -> Iterator[str]:
     try:
         yield find_kafka(stack)
     finally:
-        _stop_all(stack)
+        stop_all(stack)
 
 
 @pytest.fixture(scope="session")
