@@ -348,7 +348,8 @@ def render(producers: list[Producer], consumers: list[Consumer]) -> str:
         "",
         "## Consumer groups",
         "",
-        "Each group's failed events go, after its retries, to its dead-letter topic.",
+        "Each group's failed events go, after its retries (none for data that does not fit the "
+        "handler's model), to its dead-letter topic.",
         "",
         "| group | service | topics | event types handled | dead-letter topic |",
         "|---|---|---|---|---|",
