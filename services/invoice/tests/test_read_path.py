@@ -76,7 +76,9 @@ async def commands_of(
 
 
 @pytest.mark.parametrize(
-    "url", [listing_url(), "/api/invoices/{id}", "/invoice/{id}"], ids=["list", "get", "seed-get"]
+    "url",
+    [listing_url(), "/api/invoices/{id}", "/invoice/{id}", "/invoices?invoiceStatus=PENDING"],
+    ids=["list", "get", "seed-get", "seed-list"],
 )
 async def test_a_read_is_one_round_trip(
     proxy: MysqlProxy,

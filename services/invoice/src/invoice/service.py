@@ -192,13 +192,6 @@ async def list_clients(
     return Page(rows[:limit], next_cursor)
 
 
-async def clients_of(
-    session: AsyncSession, owner_id: uuid.UUID, invoices: list[InvoiceRow]
-) -> dict[int, Client]:
-    """The clients the invoices were sent to, by id."""
-    return await repository.clients_by_id(session, owner_id, {i.client_id for i in invoices})
-
-
 # --- invoices ---------------------------------------------------------------------------------
 
 
@@ -456,9 +449,12 @@ async def list_invoices(
     codec: CursorCodec,
     owner_id: uuid.UUID,
     request: ListRequest,
+    *,
+    with_clients: bool = False,
 ) -> Page[InvoiceRow]:
     """One page of the owner's invoices, filtered and sorted, after the cursor's row (a Core
-    statement: a session or a bare connection runs it)."""
+    statement: a session or a bare connection runs it); `with_clients` adds each invoice's
+    client's current name and email to its row."""
     columns = repository.sort_columns(request.order_by, request.filters)
     query_id = _query_fingerprint(request)
     after = None
@@ -479,6 +475,7 @@ async def list_invoices(
         request.order_dir == "desc",
         after,
         request.limit + 1,
+        with_clients=with_clients,
     )
     rows = list(await repository.list_invoices(session, query))
     next_cursor = None
