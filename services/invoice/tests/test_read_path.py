@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import common.db
 from common.db import SessionDep
 from common.testing.mysql_proxy import COM_PING, MysqlProxy
-from common.testing.servers import MysqlServer
 from invoice.config import InvoiceSettings
 from invoice.main import create_app
 
@@ -28,18 +27,11 @@ from .factories import create_client, create_invoice
 
 
 @pytest.fixture
-async def proxy(mysql_server: MysqlServer) -> AsyncIterator[MysqlProxy]:
-    proxy = await MysqlProxy(mysql_server.host, mysql_server.port).start()
-    yield proxy
-    await proxy.stop()
-
-
-@pytest.fixture
 async def proxied_app(
-    settings: InvoiceSettings, invoice_database: str, proxy: MysqlProxy
+    settings: InvoiceSettings, invoice_database: str, mysql_proxy: MysqlProxy
 ) -> AsyncIterator[FastAPI]:
     database = invoice_database.rsplit("/", 1)[1]
-    proxied = settings.model_copy(update={"database_url": SecretStr(proxy.url(database))})
+    proxied = settings.model_copy(update={"database_url": SecretStr(mysql_proxy.url(database))})
     application = create_app(proxied)
     async with application.router.lifespan_context(application):
         yield application
@@ -64,15 +56,15 @@ def listing_url() -> str:
 
 
 async def commands_of(
-    proxy: MysqlProxy, api: httpx.AsyncClient, auth: dict[str, str], url: str
+    mysql_proxy: MysqlProxy, api: httpx.AsyncClient, auth: dict[str, str], url: str
 ) -> list[str]:
     """What one request sends to the database, once the pool holds a warm connection."""
     warm = await api.get(url, headers=auth)
     assert warm.status_code == 200, warm.text
-    proxy.commands.clear()
+    mysql_proxy.commands.clear()
     response = await api.get(url, headers=auth)
     assert response.status_code == 200, response.text
-    return proxy.queries()
+    return mysql_proxy.queries()
 
 
 @pytest.mark.parametrize(
@@ -81,27 +73,27 @@ async def commands_of(
     ids=["list", "get", "seed-get", "seed-list"],
 )
 async def test_a_read_is_one_round_trip(
-    proxy: MysqlProxy,
+    mysql_proxy: MysqlProxy,
     proxied_api: httpx.AsyncClient,
     auth: dict[str, str],
     invoice: dict[str, Any],
     url: str,
 ) -> None:
-    sent = await commands_of(proxy, proxied_api, auth, url.format(id=invoice["id"]))
+    sent = await commands_of(mysql_proxy, proxied_api, auth, url.format(id=invoice["id"]))
 
     assert len(sent) == 1, sent  # no ping before it, no ROLLBACK or COMMIT after it
     assert sent[0].lstrip().upper().startswith("SELECT"), sent
 
 
 async def test_a_write_is_its_statements_and_one_commit(
-    proxy: MysqlProxy, proxied_api: httpx.AsyncClient, auth: dict[str, str]
+    mysql_proxy: MysqlProxy, proxied_api: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
     await create_client(proxied_api, auth)
-    proxy.commands.clear()
+    mysql_proxy.commands.clear()
 
     await create_client(proxied_api, auth, name="Second Client")
 
-    sent = proxy.queries()
+    sent = mysql_proxy.queries()
     assert sent[0].startswith("INSERT INTO clients"), sent
     assert sent[-1] == "COMMIT", sent
     assert "PING" not in sent, sent
@@ -109,21 +101,21 @@ async def test_a_write_is_its_statements_and_one_commit(
 
 
 async def test_a_connection_idle_for_a_while_is_pinged_before_use(
-    proxy: MysqlProxy,
+    mysql_proxy: MysqlProxy,
     proxied_api: httpx.AsyncClient,
     auth: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(common.db, "IDLE_BEFORE_PING_SECONDS", 0.3)
-    assert len(await commands_of(proxy, proxied_api, auth, listing_url())) == 1
+    assert len(await commands_of(mysql_proxy, proxied_api, auth, listing_url())) == 1
     await asyncio.sleep(0.5)
-    proxy.commands.clear()
+    mysql_proxy.commands.clear()
 
     response = await proxied_api.get(listing_url(), headers=auth)
 
     assert response.status_code == 200
-    assert [c.kind for c in proxy.commands][:1] == [COM_PING], proxy.queries()
-    assert len(proxy.commands) == 2, proxy.queries()
+    assert [c.kind for c in mysql_proxy.commands][:1] == [COM_PING], mysql_proxy.queries()
+    assert len(mysql_proxy.commands) == 2, mysql_proxy.queries()
 
 
 async def kill_connections(engine: AsyncEngine, ports: list[int]) -> int:
@@ -140,25 +132,25 @@ async def kill_connections(engine: AsyncEngine, ports: list[int]) -> int:
 
 
 async def test_a_read_on_a_connection_killed_by_the_server_still_answers(
-    proxy: MysqlProxy,
+    mysql_proxy: MysqlProxy,
     proxied_api: httpx.AsyncClient,
     app: FastAPI,
     auth: dict[str, str],
     invoice: dict[str, Any],
 ) -> None:
-    assert len(await commands_of(proxy, proxied_api, auth, listing_url())) == 1
-    opened = proxy.connections_opened
+    assert len(await commands_of(mysql_proxy, proxied_api, auth, listing_url())) == 1
+    opened = mysql_proxy.connections_opened
 
-    assert await kill_connections(app.state.engine, proxy.upstream_ports()) >= 1
+    assert await kill_connections(app.state.engine, mysql_proxy.upstream_ports()) >= 1
     response = await proxied_api.get(listing_url(), headers=auth)
 
     assert response.status_code == 200, response.text
     assert [item["id"] for item in response.json()["items"]] == [invoice["id"]]
-    assert proxy.connections_opened > opened, "the read was answered on a new connection"
+    assert mysql_proxy.connections_opened > opened, "the read was answered on a new connection"
 
 
 async def test_reads_in_flight_when_every_connection_is_cut_all_answer(
-    proxy: MysqlProxy,
+    mysql_proxy: MysqlProxy,
     proxied_api: httpx.AsyncClient,
     auth: dict[str, str],
     invoice: dict[str, Any],
@@ -168,16 +160,16 @@ async def test_reads_in_flight_when_every_connection_is_cut_all_answer(
     urls = [listing_url(), f"/api/invoices/{invoice['id']}", f"/invoice/{invoice['id']}"] * 3
     warm = await asyncio.gather(*(proxied_api.get(url, headers=auth) for url in urls))
     assert {r.status_code for r in warm} == {200}
-    assert len(proxy.upstream_ports()) > 1, "several pooled connections to cut"
+    assert len(mysql_proxy.upstream_ports()) > 1, "several pooled connections to cut"
 
-    await proxy.drop_connections()
+    await mysql_proxy.drop_connections()
     answers = await asyncio.gather(*(proxied_api.get(url, headers=auth) for url in urls))
 
     assert [r.status_code for r in answers] == [200] * len(urls), [r.text for r in answers]
 
 
 async def test_every_pooled_connection_killed_by_the_server_costs_no_read_an_error(
-    proxy: MysqlProxy,
+    mysql_proxy: MysqlProxy,
     proxied_api: httpx.AsyncClient,
     app: FastAPI,
     auth: dict[str, str],
@@ -187,7 +179,7 @@ async def test_every_pooled_connection_killed_by_the_server_costs_no_read_an_err
     warm = await asyncio.gather(*(proxied_api.get(url, headers=auth) for url in urls))
     assert {r.status_code for r in warm} == {200}
 
-    assert await kill_connections(app.state.engine, proxy.upstream_ports()) > 1
+    assert await kill_connections(app.state.engine, mysql_proxy.upstream_ports()) > 1
     answers = await asyncio.gather(*(proxied_api.get(url, headers=auth) for url in urls))
 
     assert [r.status_code for r in answers] == [200] * len(urls), [r.text for r in answers]
@@ -201,18 +193,18 @@ async def test_the_read_engine_refuses_a_write(app: FastAPI) -> None:
 
 
 async def test_the_health_check_stays_up_when_its_connection_was_cut(
-    proxy: MysqlProxy, proxied_api: httpx.AsyncClient
+    mysql_proxy: MysqlProxy, proxied_api: httpx.AsyncClient
 ) -> None:
     assert (await proxied_api.get("/health-check")).json() == {"status": "UP"}
 
-    await proxy.drop_connections()
+    await mysql_proxy.drop_connections()
     answer = await proxied_api.get("/health-check")
 
     assert (answer.status_code, answer.json()) == (200, {"status": "UP"})
 
 
 async def test_a_get_that_writes_is_not_run_again(
-    proxy: MysqlProxy, proxied_app: FastAPI, proxied_api: httpx.AsyncClient, app: FastAPI
+    mysql_proxy: MysqlProxy, proxied_app: FastAPI, proxied_api: httpx.AsyncClient, app: FastAPI
 ) -> None:
     """A GET may write (a sign-in's callback does): only reads are run again."""
     runs = []
@@ -226,7 +218,7 @@ async def test_a_get_that_writes_is_not_run_again(
     assert (await proxied_api.get("/_test/a-get-that-writes")).status_code == 200
     runs.clear()
 
-    assert await kill_connections(app.state.engine, proxy.upstream_ports()) >= 1
+    assert await kill_connections(app.state.engine, mysql_proxy.upstream_ports()) >= 1
     with pytest.raises(DBAPIError):
         await proxied_api.get("/_test/a-get-that-writes")
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from mailer.models import Attempt, Message, MessageStatus, StatusChange, WebhookReceipt
 
@@ -23,9 +24,18 @@ async def lock_message(session: AsyncSession, message_id: uuid.UUID) -> Message 
 
 async def owned_message(
     session: AsyncSession, owner_id: uuid.UUID, message_id: uuid.UUID
-) -> Message | None:
-    query = select(Message).where(Message.id == message_id, Message.owner_id == owner_id)
-    return await session.scalar(query)
+) -> tuple[Message, list[StatusChange]] | None:
+    """The owner's message with its history, in one statement: a row per status change."""
+    query = (
+        select(Message, StatusChange)
+        .outerjoin(StatusChange, StatusChange.message_id == Message.id)
+        .where(Message.id == message_id, Message.owner_id == owner_id)
+        .order_by(StatusChange.id)
+    )
+    rows = (await session.execute(query)).all()
+    if not rows:
+        return None
+    return rows[0][0], [row[1] for row in rows if row[1] is not None]
 
 
 async def list_messages(
@@ -34,32 +44,34 @@ async def list_messages(
     invoice_id: uuid.UUID | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> Sequence[Message]:
-    """The owner's messages, newest first, optionally of one invoice."""
-    query = select(Message).where(Message.owner_id == owner_id)
+) -> list[tuple[Message, list[StatusChange]]]:
+    """The owner's messages, newest first, optionally of one invoice, each with its history:
+    the page is chosen first (its own LIMIT), then joined with the status changes, all in
+    one statement."""
+    page = select(Message).where(Message.owner_id == owner_id)
     if invoice_id is not None:
-        query = query.where(Message.invoice_id == invoice_id)
+        page = page.where(Message.invoice_id == invoice_id)
     if after is not None:
         created_at, message_id = after
-        query = query.where(
+        page = page.where(
             or_(
                 Message.created_at < created_at,
                 and_(Message.created_at == created_at, Message.id < message_id),
             )
         )
-    query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
-    return (await session.scalars(query)).all()
-
-
-async def history(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> list[StatusChange]:
-    if not message_ids:
-        return []
+    chosen = page.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit).subquery()
+    message = aliased(Message, chosen)
     query = (
-        select(StatusChange)
-        .where(StatusChange.message_id.in_(message_ids))
-        .order_by(StatusChange.id)
+        select(message, StatusChange)
+        .outerjoin(StatusChange, StatusChange.message_id == message.id)
+        .order_by(message.created_at.desc(), message.id.desc(), StatusChange.id)
     )
-    return list((await session.scalars(query)).all())
+    found: dict[uuid.UUID, tuple[Message, list[StatusChange]]] = {}
+    for row, change in (await session.execute(query)).all():
+        _, changes = found.setdefault(row.id, (row, []))
+        if change is not None:
+            changes.append(change)
+    return list(found.values())
 
 
 async def claim_due(

@@ -278,10 +278,8 @@ class MessageView:
 async def get_owned(
     session: AsyncSession, owner_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageView | None:
-    message = await repository.owned_message(session, owner_id, message_id)
-    if message is None:
-        return None
-    return MessageView(message, await repository.history(session, [message.id]))
+    found = await repository.owned_message(session, owner_id, message_id)
+    return None if found is None else MessageView(*found)
 
 
 async def list_messages(
@@ -306,19 +304,14 @@ async def list_messages(
             )
         except (KeyError, TypeError, ValueError):
             raise InvalidInput("The cursor is not one this API issued", field="cursor") from None
-    rows = list(await repository.list_messages(session, owner_id, invoice_id, after, limit + 1))
+    rows = await repository.list_messages(session, owner_id, invoice_id, after, limit + 1)
     next_cursor = None
     if len(rows) > limit:
-        last = rows[limit - 1]
+        last, _ = rows[limit - 1]
         next_cursor = codec.encode(
             {"q": listing, "at": last.created_at.isoformat(), "id": last.id.hex}
         )
-    rows = rows[:limit]
-    changes = await repository.history(session, [row.id for row in rows])
-    by_message: dict[uuid.UUID, list[StatusChange]] = {row.id: [] for row in rows}
-    for change in changes:
-        by_message[change.message_id].append(change)
-    return Page([MessageView(row, by_message[row.id]) for row in rows], next_cursor)
+    return Page([MessageView(row, changes) for row, changes in rows[:limit]], next_cursor)
 
 
 def retry_delay(settings_base: float, settings_max: float, rounds: int) -> timedelta:

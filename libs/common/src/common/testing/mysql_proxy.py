@@ -14,7 +14,18 @@ connection has sequence ids from 1 and is not counted.
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from common.config import BaseServiceSettings
+
+SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)
 
 COM_QUERY = 3
 COM_PING = 14
@@ -134,3 +145,19 @@ class MysqlProxy:
         link.server.close()
         if link in self._links:
             self._links.remove(link)
+
+
+def through(proxy: MysqlProxy, settings: SettingsT, database_url: str) -> SettingsT:
+    """The same service settings, with the service's schema reached through the proxy."""
+    database = database_url.rsplit("/", 1)[1]
+    return settings.model_copy(update={"database_url": SecretStr(proxy.url(database))})
+
+
+@asynccontextmanager
+async def app_client(application: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app in this process, with the app's start-up and shut-down around it."""
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url=base_url) as api,
+    ):
+        yield api

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from common.events import CloudEvent
 from common.testing.identity import TestIssuer
+from common.testing.mysql_proxy import MysqlProxy
 from common.testing.servers import MysqlServer, find_kafka, find_mysql
 
 
@@ -37,6 +38,14 @@ def mysql_server() -> Iterator[MysqlServer]:
         yield find_mysql(stack)
     finally:
         stop_all(stack)
+
+
+@pytest.fixture
+async def mysql_proxy(mysql_server: MysqlServer) -> AsyncIterator[MysqlProxy]:
+    """A counting, cuttable proxy in front of the test MySQL (common.testing.mysql_proxy)."""
+    proxy = await MysqlProxy(mysql_server.host, mysql_server.port).start()
+    yield proxy
+    await proxy.stop()
 
 
 @pytest.fixture(scope="session")
