@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+from common.testing.bench import percentile
 from common.testing.identity import TestIssuer
 from common.testing.plugin import migrate_schema, temporary_database
 from common.testing.s3 import S3Server
@@ -44,12 +45,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "services/invoice/alembic.ini"
 BUCKET = "ledgerline-invoices-bench"
 MANY_LINES = 120
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
 
 @dataclass(frozen=True)
