@@ -21,7 +21,8 @@ type Invoice = InvoiceSchemas['schemas']['InvoiceDetail'];
 type Email = EmailSchemas['schemas']['EmailRead'];
 type MaskedCard = InvoiceSchemas['schemas']['MaskedCard'];
 
-const PAYABLE = new Set(['pending', 'past_due']);
+// A FAILED invoice (the billing run gave up) can still be paid by card (docs/decisions.md).
+const PAYABLE = new Set(['pending', 'past_due', 'failed']);
 
 export function Component() {
   const { invoiceId = '' } = useParams();
@@ -98,7 +99,7 @@ export function Component() {
                 Send by email
               </button>
             ) : null}
-            {PAYABLE.has(data.status) || data.status === 'failed' ? (
+            {PAYABLE.has(data.status) ? (
               <button type="button" className="button-quiet" onClick={() => setDialog('void')}>
                 Void
               </button>
