@@ -1,5 +1,6 @@
 import { screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
+import { useNavigate } from 'react-router';
 import { describe, expect, it, vi } from 'vitest';
 import { json, mockApi } from '../test/api';
 import { currentLocation, renderScreen } from '../test/render';
@@ -25,6 +26,18 @@ function invoice(number: string, client: string, due: string, status = 'pending'
 
 const page = (cursor: string | null) => () =>
   json({ items: [invoice('INV-000002', 'Acme Ltd', '2026-12-31', 'past_due'), invoice('INV-000001', 'Beta LLC', '2026-12-01')], next_cursor: cursor });
+
+function BackButton() {
+  const navigate = useNavigate();
+  return (
+    <>
+      <button type="button" onClick={() => navigate(-1)}>
+        Back
+      </button>
+      <Invoices />
+    </>
+  );
+}
 
 describe('Invoices', () => {
   it('asks the API for what the URL says and shows due dates as dates', async () => {
@@ -61,6 +74,19 @@ describe('Invoices', () => {
     expect(currentLocation()).toBe('/invoices?status=paid&order_by=client_name');
     await user.type(screen.getByRole('searchbox', { name: 'Client name' }), 'Acm');
     await waitFor(() => expect(currentLocation()).toBe('/invoices?client_name=Acm&status=paid&order_by=client_name'));
+  });
+
+  it('puts the search box back to what the URL says after the back button', async () => {
+    const user = userEvent.setup();
+    mockApi({ 'GET /api/invoices': page(null) });
+    renderScreen(<BackButton />, { path: '/invoices', at: '/invoices' });
+    const box = await screen.findByRole('searchbox', { name: 'Client name' });
+    await user.selectOptions(screen.getByRole('combobox', { name: 'Status' }), 'paid');
+    await user.type(box, 'Acme');
+    await waitFor(() => expect(currentLocation()).toBe('/invoices?client_name=Acme&status=paid'));
+    await user.click(screen.getByRole('button', { name: 'Back' }));
+    await waitFor(() => expect(currentLocation()).toBe('/invoices'));
+    expect(box).toHaveValue('');
   });
 
   it('walks cursor pages forward and back', async () => {
