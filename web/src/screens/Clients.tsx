@@ -9,6 +9,7 @@ import { LoadMore } from '../components/Pager';
 import { PageTitle } from '../components/PageTitle';
 import { formatDateTime } from '../format';
 import { useIdempotentSubmit } from '../lib/idempotency';
+import { ClientCardsDialog } from './ClientCards';
 import * as check from '../lib/validate';
 
 export function Component() {
@@ -19,6 +20,7 @@ export function Component() {
     getNextPageParam: (page) => page.next_cursor ?? undefined,
   });
   const items = clients.data?.pages.flatMap((page) => page.items) ?? [];
+  const [cardsOf, setCardsOf] = useState<{ id: number; name: string } | null>(null);
 
   return (
     <section>
@@ -32,11 +34,16 @@ export function Component() {
           {items.length > 0 ? (
             <ul className="plain-list">
               {items.map((client) => (
-                <li key={client.id}>
-                  <strong>{client.name}</strong>
-                  <br />
-                  <span className="muted">{client.email}</span>
-                  <span className="muted small"> · added {formatDateTime(client.created_at)}</span>
+                <li key={client.id} className="client-row">
+                  <div>
+                    <strong>{client.name}</strong>
+                    <br />
+                    <span className="muted">{client.email}</span>
+                    <span className="muted small"> · added {formatDateTime(client.created_at)}</span>
+                  </div>
+                  <button type="button" className="button-secondary" onClick={() => setCardsOf(client)}>
+                    Cards of {client.name}
+                  </button>
                 </li>
               ))}
             </ul>
@@ -45,6 +52,7 @@ export function Component() {
         </section>
         <NewClientForm />
       </div>
+      {cardsOf ? <ClientCardsDialog client={cardsOf} onClose={() => setCardsOf(null)} /> : null}
     </section>
   );
 }
