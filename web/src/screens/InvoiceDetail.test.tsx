@@ -3,7 +3,7 @@ import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
 import { json, mockApi } from '../test/api';
 import { renderScreen } from '../test/render';
-import { Component as InvoiceDetail } from './InvoiceDetail';
+import { Component as InvoiceDetail, paymentOutcome } from './InvoiceDetail';
 
 const ID = '0197a0b2-0000-7000-8000-000000000001';
 const detail = (status = 'pending') => () =>
@@ -56,17 +56,41 @@ const emails = () =>
   });
 
 describe('Invoice detail', () => {
-  it('shows lines, total and an email that bounced as bounced, with its failover', async () => {
-    mockApi({ [`GET /api/invoices/${ID}`]: detail(), [`GET /api/invoices/${ID}/emails`]: emails, 'GET /api/payments': () => json({ items: [], next_cursor: null }) });
+  it('shows lines, total, an email that bounced as bounced with its failover, and a declined attempt', async () => {
+    const attempt = {
+      id: 'p1',
+      kind: 'invoice',
+      invoice_id: ID,
+      status: 'failed',
+      amount: '209.99',
+      currency: 'USD',
+      description: 'INV-000001',
+      card: { number: '400000******0002', expiry: '01-2040', name: 'J Doe' },
+      failure_code: 'insufficient_funds',
+      created_at: '2026-11-02T11:00:00Z',
+      updated_at: '2026-11-02T11:00:00Z',
+    };
+    const otherInvoice = { ...attempt, id: 'p2', invoice_id: 'another', status: 'succeeded', failure_code: null };
+    mockApi({
+      [`GET /api/invoices/${ID}`]: detail(),
+      [`GET /api/invoices/${ID}/emails`]: emails,
+      'GET /api/payments': () => json({ items: [otherInvoice, attempt], next_cursor: null }),
+    });
     renderScreen(<InvoiceDetail />, { path: '/invoices/:invoiceId', at: `/invoices/${ID}` });
     expect(await screen.findByRole('heading', { level: 1 })).toHaveTextContent('Invoice INV-000001');
-    const lines = screen.getByRole('table');
+    const lines = screen.getByRole('region', { name: 'Lines' });
     expect(within(lines).getByRole('row', { name: /Total/ })).toHaveTextContent('$209.99');
     const timeline = await screen.findByRole('region', { name: 'Emails to billing@acme.example' });
     expect(within(timeline).getAllByText('Bounced')[0]).toHaveClass('badge-bad');
     expect(within(timeline).queryByText('Delivered')).not.toBeInTheDocument();
     expect(timeline).toHaveTextContent('Failed via sendgrid: provider unavailable, trying the next one');
     expect(timeline).toHaveTextContent('Sent via mailgun');
+
+    const payments = screen.getByRole('region', { name: 'Card payments' });
+    await within(payments).findByText('Declined');
+    expect(within(payments).getAllByRole('row')).toHaveLength(2);
+    expect(payments).toHaveTextContent('400000******0002');
+    expect(payments).toHaveTextContent('The card has insufficient funds.');
   });
 
   it('says a declined card was declined, then shows the masked card once paid', async () => {
@@ -110,6 +134,8 @@ describe('Invoice detail', () => {
     expect(screen.getByRole('status')).toHaveTextContent('Paid with the card 123456********5678.');
     expect(screen.queryByText('1234 5678 1234 5678')).not.toBeInTheDocument();
     const [declined, paid] = api.callsTo(`POST /invoice/pay/${ID}`);
+    expect(paymentOutcome({ status: 'failed', failure_code: 'insufficient_funds' })).toBe('declined');
+    expect(paymentOutcome({ status: 'failed', failure_code: 'provider_error' })).toBe('failed');
     expect(JSON.parse(paid!.body)).toEqual({ number: '1234 5678 1234 5678', name: 'J Doe', expiry: '01-2040' });
     expect(paid!.headers.get('Idempotency-Key')).not.toBe(declined!.headers.get('Idempotency-Key'));
   });
