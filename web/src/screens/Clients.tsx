@@ -57,7 +57,8 @@ export function Component() {
   );
 }
 
-export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void }) {
+/** Adds a client; `bare` leaves out the panel and heading (inside a dialog that has its own). */
+export function NewClientForm({ onCreated, bare = false }: { onCreated?: (id: number) => void | Promise<void>; bare?: boolean }) {
   const queryClient = useQueryClient();
   const [name, setName] = useState('');
   const [email, setEmail] = useState('');
@@ -84,7 +85,7 @@ export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void 
         setEmail('');
         setCreated(`${client.name} was added.`);
         void queryClient.invalidateQueries({ queryKey: ['clients'] });
-        onCreated?.(client.id);
+        await onCreated?.(client.id);
       } catch (caught) {
         setError(caught);
         setErrors(fieldErrors(caught));
@@ -94,9 +95,7 @@ export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void 
     });
   }
 
-  return (
-    <section aria-labelledby="new-client-heading" className="panel">
-      <h2 id="new-client-heading">Add a client</h2>
+  const form = (
       <form onSubmit={onSubmit} noValidate>
         {created ? (
           <div className="alert alert-success" role="status">
@@ -110,6 +109,12 @@ export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void 
           {busy ? 'Adding…' : 'Add client'}
         </button>
       </form>
+  );
+  if (bare) return form;
+  return (
+    <section aria-labelledby="new-client-heading" className="panel">
+      <h2 id="new-client-heading">Add a client</h2>
+      {form}
     </section>
   );
 }

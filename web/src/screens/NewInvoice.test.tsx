@@ -127,6 +127,26 @@ describe('New invoice form', () => {
   });
 });
 
+describe('New client from the invoice form', () => {
+  it('adds a client in a dialog and picks it', async () => {
+    const user = userEvent.setup();
+    const api = mockApi({
+      'GET /api/clients': [() => json({ items: [], next_cursor: null }), clients],
+      'POST /api/clients': () => json({ id: 7, name: 'Acme Ltd', email: 'billing@acme.example', created_at: '2026-11-01T10:00:00Z' }, 201),
+    });
+    renderScreen(<NewInvoice />);
+    await user.click(await screen.findByRole('button', { name: 'New client' }));
+    const dialog = screen.getByRole('dialog', { name: 'New client' });
+    await user.type(within(dialog).getByRole('textbox', { name: 'Name' }), 'Acme Ltd');
+    await user.type(within(dialog).getByRole('textbox', { name: 'Email' }), 'billing@acme.example');
+    await user.click(within(dialog).getByRole('button', { name: 'Add client' }));
+
+    await waitFor(() => expect(screen.queryByRole('dialog')).not.toBeInTheDocument());
+    await waitFor(() => expect(screen.getByRole('combobox', { name: 'Client' })).toHaveValue('7'));
+    expect(api.callsTo('POST /api/clients')[0]!.headers.get('Idempotency-Key')).toBeTruthy();
+  });
+});
+
 describe('lineCents', () => {
   it('multiplies exactly and rounds half up to the cent', () => {
     expect(lineCents({ description: '', quantity: '1.5', unit_price: '120.00' })).toBe(18000);
