@@ -50,7 +50,7 @@ export function Component() {
       {emails.isPending ? <Loading what="Loading emails" /> : null}
       {emails.isSuccess ? (
         <p className="muted small" role="status">
-          {status ? `${shown.length} of the ${plural(all.length, 'email')} loaded ${all.length === 1 ? 'is' : 'are'} ${statusLabel(status).toLowerCase()}.` : `${plural(all.length, 'email')} loaded.`}
+          {status ? `${shown.length} of the ${plural(all.length, 'email')} loaded ${shown.length === 1 ? 'is' : 'are'} ${statusLabel(status).toLowerCase()}.` : `${plural(all.length, 'email')} loaded.`}
         </p>
       ) : null}
       {emails.isSuccess && all.length === 0 ? <p className="muted">No email has been sent yet. Send an invoice from its page.</p> : null}
