@@ -6,9 +6,9 @@ import { Loading } from '../components/Loading';
 import { LoadMore } from '../components/Pager';
 import { PageTitle } from '../components/PageTitle';
 import { StatusBadge } from '../components/StatusBadge';
-import { formatDate, formatDateTime, formatMoney } from '../format';
+import { formatDateTime, formatMoney } from '../format';
 import { POLL_INTERVAL_MS } from '../lib/polling';
-import { countsText } from './BillingRuns';
+import { countsText, runTitle } from './BillingRuns';
 
 export function Component() {
   const { runId = '' } = useParams();
@@ -22,7 +22,7 @@ export function Component() {
   });
   const first = run.data?.pages[0];
   const items = run.data?.pages.flatMap((page) => page.items) ?? [];
-  const title = first ? `${first.schedule} run as of ${formatDate(first.as_of)}` : 'Billing run';
+  const title = first ? runTitle(first) : 'Billing run';
   return (
     <section>
       <PageTitle title={title}>{title}</PageTitle>
