@@ -7,6 +7,7 @@ import { LoadMore } from '../components/Pager';
 import { PageTitle } from '../components/PageTitle';
 import { StatusBadge } from '../components/StatusBadge';
 import { formatDateTime, formatMoney } from '../format';
+import { failureText } from '../lib/failures';
 import { POLL_INTERVAL_MS } from '../lib/polling';
 import { countsText, runTitle } from './BillingRuns';
 
@@ -77,7 +78,7 @@ export function Component() {
                 </td>
                 <td data-label="Outcome">
                   {item.outcome ? <StatusBadge status={item.outcome} /> : <span className="muted">Not tried yet</span>}
-                  {item.reason ? <span className="reason"> {item.reason}</span> : null}
+                  {item.reason ? <span className="reason"> {failureText(item.reason)}</span> : null}
                 </td>
                 <td data-label="Attempts">{item.attempts}</td>
                 <td data-label="Next retry">{item.next_attempt_at ? formatDateTime(item.next_attempt_at) : item.final ? 'None: settled' : '—'}</td>

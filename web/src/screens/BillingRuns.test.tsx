@@ -49,7 +49,7 @@ describe('Billing runs', () => {
     await waitFor(() => expect(screen.getByRole('heading', { level: 1 })).toHaveTextContent('Monthly run as of Dec 1, 2026'));
     const rows = screen.getAllByRole('row').slice(1);
     expect(within(rows[1]!).getByText('Retry scheduled')).toBeInTheDocument();
-    expect(rows[1]).toHaveTextContent('insufficient_funds');
+    expect(rows[1]).toHaveTextContent('The card has insufficient funds.');
     expect(rows[1]).toHaveTextContent('Dec 2, 2026');
     expect(within(rows[2]!).getByText('Failed')).toHaveClass('badge-bad');
     expect(rows[2]).toHaveTextContent('None: settled');

@@ -3,7 +3,8 @@ import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
 import { json, mockApi } from '../test/api';
 import { renderScreen } from '../test/render';
-import { Component as InvoiceDetail, paymentOutcome } from './InvoiceDetail';
+import { failureText, paymentOutcome } from '../lib/failures';
+import { Component as InvoiceDetail } from './InvoiceDetail';
 
 const ID = '0197a0b2-0000-7000-8000-000000000001';
 const detail = (status = 'pending') => () =>
@@ -136,6 +137,7 @@ describe('Invoice detail', () => {
     const [declined, paid] = api.callsTo(`POST /invoice/pay/${ID}`);
     expect(paymentOutcome({ status: 'failed', failure_code: 'insufficient_funds' })).toBe('declined');
     expect(paymentOutcome({ status: 'failed', failure_code: 'provider_error' })).toBe('failed');
+    expect(failureText('provider_error')).toBe('Provider error.');
     expect(JSON.parse(paid!.body)).toEqual({ number: '1234 5678 1234 5678', name: 'J Doe', expiry: '01-2040' });
     expect(paid!.headers.get('Idempotency-Key')).not.toBe(declined!.headers.get('Idempotency-Key'));
   });

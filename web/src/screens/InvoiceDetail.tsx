@@ -15,6 +15,7 @@ import { StatusBadge, statusLabel } from '../components/StatusBadge';
 import { formatDate, formatDateTime, formatMoney } from '../format';
 import { useIdempotentSubmit } from '../lib/idempotency';
 import { emailInFlight, paymentInFlight, POLL_INTERVAL_MS } from '../lib/polling';
+import { failureText, paymentOutcome } from '../lib/failures';
 import * as check from '../lib/validate';
 
 type Invoice = InvoiceSchemas['schemas']['InvoiceDetail'];
@@ -213,26 +214,6 @@ export function Component() {
       ) : null}
     </section>
   );
-}
-
-const FAILURES: Record<string, string> = {
-  declined: 'The card was declined.',
-  insufficient_funds: 'The card has insufficient funds.',
-  expired_card: 'The card has expired.',
-  invalid_card: 'The card details are not valid.',
-  invalid_expiry: 'The card expiry is not valid.',
-  invalid_name: 'The name on the card is not valid.',
-};
-
-// The bank refused the charge (nothing taken): a decline, not an error of the platform's.
-const DECLINE_CODES = new Set(['declined', 'insufficient_funds', 'card_declined']);
-
-export function paymentOutcome(payment: { status: string; failure_code?: string | null }): string {
-  return payment.status === 'failed' && payment.failure_code && DECLINE_CODES.has(payment.failure_code) ? 'declined' : payment.status;
-}
-
-function failureText(code: string): string {
-  return FAILURES[code] ?? `${statusLabel(code)}.`;
 }
 
 function InvoiceSummary({ invoice, paidWith }: { invoice: Invoice; paidWith: MaskedCard | null }) {
