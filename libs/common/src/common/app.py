@@ -19,6 +19,7 @@ from common.middleware import (
     RetryReadMiddleware,
 )
 from common.openapi import install_openapi
+from common.tracing import configure_tracing, instrument_app
 
 
 def create_service_app(
@@ -33,6 +34,7 @@ def create_service_app(
 ) -> FastAPI:
     """An app with the database engine, token verifier and shared middleware in place."""
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    configure_tracing(settings.service_name, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,4 +77,5 @@ def create_service_app(
         install_idempotency(app, idempotency_model, idempotency_excluded_paths)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    instrument_app(app)  # outermost: the request log line carries the request's trace id
     return app
