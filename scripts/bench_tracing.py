@@ -1,0 +1,237 @@
+"""What tracing costs the hot path: `GET /api/invoices` with tracing off, on, and exported.
+
+Three invoice APIs (uvicorn, the service's own app factory, one worker each) serve the same
+seeded schema: one with `OTEL_SDK_DISABLED=true`, one with tracing on and no exporter (spans
+made and their ids logged, nothing sent), one exporting over OTLP/HTTP to a sink in this
+process that answers every batch at once. `wrk` loads the first page of one owner's listing
+on each in turn, round after round (the order turning each round), so a slow spell of a
+shared machine touches all three alike. Printed per API: requests per second, the median
+round's p50 and p99, the API process's CPU per request, and each as a ratio to tracing off.
+
+Run with the project's virtual environment:
+`.venv/bin/python scripts/bench_tracing.py [--rounds 5] [--seconds 2] [--write-docs]`.
+The schema (`tracing_bench` by default) is seeded by scripts/bench_listing.py's seeder and
+kept for the next run; `mariadb -h127.0.0.1 -uroot -e 'DROP DATABASE tracing_bench'` removes it.
+"""
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_listing as listing
+
+from common.testing.bench import Table, machine, process_cpu_seconds, write_section
+from common.testing.identity import TestIssuer
+from common.testing.servers import free_port
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+LISTING = "/api/invoices?limit=50"
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that reads each batch and answers 200 with an empty message."""
+
+    batches = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Sink.batches += 1
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Mode:
+    name: str
+    env: dict[str, str]
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    requests: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu / self.requests
+
+
+def start_api(schema: str, issuer: TestIssuer, mode: Mode, log: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    env |= {
+        "INVOICE_DATABASE_URL": listing.database_url(schema),
+        "INVOICE_CURSOR_SECRET": listing.CURSOR_SECRET,
+        "AUTH_JWKS_URL": issuer.jwks_url,
+        "AUTH_ISSUER": issuer.issuer,
+        "LOG_LEVEL": "WARNING",
+        **mode.env,
+    }
+    mode.port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "invoice.main:create_app",
+        "--host", "127.0.0.1", "--port", str(mode.port), "--workers", "1",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        mode.process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, token: str, seconds: int, concurrency: int) -> tuple[int, float, float, float]:
+    """requests, seconds, p50 ms, p99 ms of one round."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+         "-H", f"Authorization: Bearer {token}", url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s)", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    if done is None or p50 is None or p99 is None or "Non-2xx" in out:
+        raise RuntimeError(f"wrk: {out}")
+    seconds_taken = _ms(done.group(2), done.group(3)) / 1000
+    return int(done.group(1)), seconds_taken, _ms(*p50.groups()), _ms(*p99.groups())
+
+
+async def wait_until_live(mode: Mode, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            assert mode.process is not None
+            if mode.process.poll() is not None:
+                break
+            try:
+                url = f"http://127.0.0.1:{mode.port}{listing.LIVENESS}"
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the {mode.name} API did not come up; its output is in {log}")
+
+
+async def run(args: argparse.Namespace) -> Table:
+    plan = listing.SeedPlan(args.invoices, args.invoices // 2, 50)
+    seeded = await listing.existing_seed(args.schema, plan)
+    if seeded is None:
+        print(f"seeding {args.schema}: {plan.invoices:,} invoices ...", flush=True)
+        seeded = await listing.seed(args.schema, plan)
+    else:
+        listing.migrate(args.schema)
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    modes = [
+        Mode("off", {"OTEL_SDK_DISABLED": "true"}),
+        Mode("on, not exported", {}),
+        Mode(
+            "on, exported", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_port}"}
+        ),
+    ]
+    issuer = TestIssuer().start()
+    logs = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
+    token = issuer.token(seeded.big_owner, exp=int(time.time()) + 3600)
+    try:
+        for number, mode in enumerate(modes):
+            start_api(args.schema, issuer, mode, logs / f"api-{number}.log")
+        for number, mode in enumerate(modes):
+            await wait_until_live(mode, logs / f"api-{number}.log")
+            wrk(f"http://127.0.0.1:{mode.port}{LISTING}", token, 1, args.concurrency)  # warm-up
+        for round_number in range(args.rounds):
+            turn = round_number % len(modes)
+            for mode in modes[turn:] + modes[:turn]:
+                assert mode.process is not None
+                cpu_before = process_cpu_seconds(mode.process.pid)
+                requests, seconds, p50, p99 = wrk(
+                    f"http://127.0.0.1:{mode.port}{LISTING}", token, args.seconds, args.concurrency
+                )
+                mode.cpu += process_cpu_seconds(mode.process.pid) - cpu_before
+                mode.requests += requests
+                mode.seconds += seconds
+                mode.p50_ms.append(p50)
+                mode.p99_ms.append(p99)
+            print(f"round {round_number + 1} of {args.rounds} done", flush=True)
+    finally:
+        for mode in modes:
+            if mode.process is not None:
+                mode.process.terminate()
+                mode.process.wait(10)
+        issuer.stop()
+        sink.shutdown()
+    shutil.rmtree(logs, ignore_errors=True)  # kept when the run failed, to read
+    off = modes[0]
+    table = Table(
+        ["tracing", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "req/s vs off", "CPU vs off"]
+    )
+    for mode in modes:
+        table.add(
+            mode.name,
+            mode.rps,
+            statistics.median(mode.p50_ms),
+            statistics.median(mode.p99_ms),
+            mode.cpu_ms,
+            mode.rps / off.rps,
+            mode.cpu_ms / off.cpu_ms,
+        )
+    print(f"the sink received {_Sink.batches} batches of spans")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schema", default="tracing_bench", type=listing.schema_name)
+    parser.add_argument("--invoices", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=2, help="length of one round of load")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: make wrk")
+    load = os.getloadavg()[0]
+    table = asyncio.run(run(args))
+    print()
+    print(table.text())
+    if args.write_docs:
+        command = (
+            f"scripts/bench_tracing.py --invoices {args.invoices} --rounds {args.rounds} "
+            f"--seconds {args.seconds} --concurrency {args.concurrency}"
+        )
+        body = (
+            f"Measured with `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC ({machine()}, "
+            f"{load:.1f} when the load began; the machine is shared with other jobs, so the "
+            "ratios are the figures to read).\n\n" + table.markdown()
+        )
+        write_section(DOCS, "tracing", body)
+        print(f"wrote the tracing section of {DOCS}")
+
+
+if __name__ == "__main__":
+    main()
