@@ -1,17 +1,16 @@
 """What tracing costs the hot path: `GET /api/invoices` with tracing off, on, and exported.
 
 Three invoice APIs (uvicorn, the service's own app factory, one worker each) serve the same
-seeded schema: one with `OTEL_SDK_DISABLED=true`, one with tracing on and no exporter (spans
-made and their ids logged, nothing sent), one exporting over OTLP/HTTP to a sink in this
-process that answers every batch at once. `wrk` loads the first page of one owner's listing
-on each in turn, round after round (the order turning each round), so a slow spell of a
-shared machine touches all three alike. Printed per API: requests per second, the median
-round's p50 and p99, the API process's CPU per request, and each as a ratio to tracing off.
+throwaway schema, in which one owner's invoices are created through the API first: one with
+`OTEL_SDK_DISABLED=true`, one with tracing on and no exporter (spans made and their ids
+logged, nothing sent), one exporting over OTLP/HTTP to a sink in this process that answers
+every batch at once. `wrk` loads the first page of that owner's listing on each in turn,
+round after round (the order turning each round), so a slow spell of a shared machine
+touches all three alike. Printed per API: requests per second, the median round's p50 and
+p99, the API process's CPU per request, and each as a ratio to tracing off.
 
 Run with the project's virtual environment:
 `.venv/bin/python scripts/bench_tracing.py [--rounds 5] [--seconds 2] [--write-docs]`.
-The schema (`tracing_bench` by default) is seeded by scripts/bench_listing.py's seeder and
-kept for the next run; `mariadb -h127.0.0.1 -uroot -e 'DROP DATABASE tracing_bench'` removes it.
 """
 
 import argparse
@@ -25,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,15 +32,18 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_listing as listing
-
 from common.testing.bench import Table, machine, process_cpu_seconds, write_section
 from common.testing.identity import TestIssuer
-from common.testing.servers import free_port
+from common.testing.plugin import migrate_schema, temporary_database
+from common.testing.servers import MysqlServer, free_port
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+ALEMBIC_INI = ROOT / "services" / "invoice" / "alembic.ini"
+MYSQL = MysqlServer("127.0.0.1", 3306, "root", "")
+CURSOR_SECRET = "bench-cursor-secret"  # noqa: S105 - signs the bench's own cursors only
 LISTING = "/api/invoices?limit=50"
+LIVENESS = "/health/live"
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -81,11 +84,11 @@ class Mode:
         return 1000 * self.cpu / self.requests
 
 
-def start_api(schema: str, issuer: TestIssuer, mode: Mode, log: Path) -> None:
+def start_api(database_url: str, issuer: TestIssuer, mode: Mode, log: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env |= {
-        "INVOICE_DATABASE_URL": listing.database_url(schema),
-        "INVOICE_CURSOR_SECRET": listing.CURSOR_SECRET,
+        "INVOICE_DATABASE_URL": database_url,
+        "INVOICE_CURSOR_SECRET": CURSOR_SECRET,
         "AUTH_JWKS_URL": issuer.jwks_url,
         "AUTH_ISSUER": issuer.issuer,
         "LOG_LEVEL": "WARNING",
@@ -129,7 +132,7 @@ async def wait_until_live(mode: Mode, log: Path) -> None:
             if mode.process.poll() is not None:
                 break
             try:
-                url = f"http://127.0.0.1:{mode.port}{listing.LIVENESS}"
+                url = f"http://127.0.0.1:{mode.port}{LIVENESS}"
                 if (await client.get(url)).status_code == 200:
                     return
             except httpx.TransportError:
@@ -138,14 +141,34 @@ async def wait_until_live(mode: Mode, log: Path) -> None:
     raise RuntimeError(f"the {mode.name} API did not come up; its output is in {log}")
 
 
+async def create_invoices(base_url: str, token: str, count: int) -> None:
+    """One owner's client and `count` invoices, through the API like any owner's."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as api:
+        client = await api.post(
+            "/api/clients", json={"name": "Globex", "email": "billing@globex.example"}
+        )
+        client.raise_for_status()
+        for number in range(count):
+            invoice = await api.post(
+                "/api/invoices",
+                json={
+                    "client_id": client.json()["id"],
+                    "description": f"Consulting, week {number}",
+                    "amount": f"{100 + number}.00",
+                    "due_date": "2031-06-30",
+                },
+            )
+            invoice.raise_for_status()
+
+
 async def run(args: argparse.Namespace) -> Table:
-    plan = listing.SeedPlan(args.invoices, args.invoices // 2, 50)
-    seeded = await listing.existing_seed(args.schema, plan)
-    if seeded is None:
-        print(f"seeding {args.schema}: {plan.invoices:,} invoices ...", flush=True)
-        seeded = await listing.seed(args.schema, plan)
-    else:
-        listing.migrate(args.schema)
+    async with temporary_database(MYSQL, "tracing_bench") as database_url:
+        migrate_schema(ALEMBIC_INI, "INVOICE", database_url)
+        return await measure(args, database_url)
+
+
+async def measure(args: argparse.Namespace, database_url: str) -> Table:
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     modes = [
@@ -157,12 +180,14 @@ async def run(args: argparse.Namespace) -> Table:
     ]
     issuer = TestIssuer().start()
     logs = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
-    token = issuer.token(seeded.big_owner, exp=int(time.time()) + 3600)
+    token = issuer.token(uuid.uuid4(), exp=int(time.time()) + 3600)
     try:
         for number, mode in enumerate(modes):
-            start_api(args.schema, issuer, mode, logs / f"api-{number}.log")
+            start_api(database_url, issuer, mode, logs / f"api-{number}.log")
         for number, mode in enumerate(modes):
             await wait_until_live(mode, logs / f"api-{number}.log")
+        await create_invoices(f"http://127.0.0.1:{modes[0].port}", token, args.invoices)
+        for mode in modes:
             wrk(f"http://127.0.0.1:{mode.port}{LISTING}", token, 1, args.concurrency)  # warm-up
         for round_number in range(args.rounds):
             turn = round_number % len(modes)
@@ -206,8 +231,7 @@ async def run(args: argparse.Namespace) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schema", default="tracing_bench", type=listing.schema_name)
-    parser.add_argument("--invoices", type=int, default=20_000)
+    parser.add_argument("--invoices", type=int, default=200, help="the owner's invoices")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=2, help="length of one round of load")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")

@@ -132,6 +132,7 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
     fakepay: FakePayServer,
     kafka_bootstrap: str,
     test_issuer: TestIssuer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     invoice_url, payment_url = databases
     shared = {
@@ -250,3 +251,10 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
     assert all(parent_id(span) == span_id(request) for span in sends)
     status_changed = one(flow, "process invoice.status_changed")
     assert parent_id(status_changed) == span_id(request)
+
+    # The log lines of both services carry the trace: the invoice API's request line and
+    # the payment service's line of the succeeded payment.
+    trace_id = f"trace_id={request.context.trace_id:032x}"
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if trace_id in line and "path=/invoice " in line]
+    assert [line for line in lines if trace_id in line and "payment_succeeded" in line]

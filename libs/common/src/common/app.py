@@ -19,7 +19,7 @@ from common.middleware import (
     RetryReadMiddleware,
 )
 from common.openapi import install_openapi
-from common.tracing import configure_tracing, instrument_app
+from common.tracing import configure_tracing, server_telemetry
 
 
 def create_service_app(
@@ -65,6 +65,8 @@ def create_service_app(
         description=description,
         version=version,
         lifespan=lifespan,
+        # Outside every middleware: the request's log line carries its trace id.
+        telemetry=server_telemetry(),
     )
     install_error_handlers(app)
     app.include_router(health_router)
@@ -77,5 +79,4 @@ def create_service_app(
         install_idempotency(app, idempotency_model, idempotency_excluded_paths)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
-    instrument_app(app)  # outermost: the request log line carries the request's trace id
     return app
