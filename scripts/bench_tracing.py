@@ -239,7 +239,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: make wrk")
-    load = os.getloadavg()[0]
+    where = machine()  # its load average is the one at the start
     table = asyncio.run(run(args))
     print()
     print(table.text())
@@ -249,9 +249,9 @@ def main() -> None:
             f"--seconds {args.seconds} --concurrency {args.concurrency}"
         )
         body = (
-            f"Measured with `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC ({machine()}, "
-            f"{load:.1f} when the load began; the machine is shared with other jobs, so the "
-            "ratios are the figures to read).\n\n" + table.markdown()
+            f"Measured with `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC ({where}; "
+            "the machine is shared with other jobs, so the ratios are the figures to read)."
+            "\n\n" + table.markdown()
         )
         write_section(DOCS, "tracing", body)
         print(f"wrote the tracing section of {DOCS}")
