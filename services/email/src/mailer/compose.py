@@ -92,3 +92,37 @@ def payment_failed_body(
     paragraphs.append(f"-- {platform_name}")
     rows = [("Amount", f"{amount} {currency}"), ("Reason", failure_code.replace("_", " "))]
     return Body(_text_page(paragraphs, rows), _html_page(paragraphs, rows))
+
+
+def receipt_body(
+    *,
+    client_name: str,
+    platform_name: str,
+    number: str | None,
+    amount: str,
+    currency: str,
+    card_last4: str,
+    paid_at: datetime,
+) -> Body:
+    """A receipt to a client whose card paid an invoice: the card by its last four only."""
+    what = f"invoice {number}" if number else "your invoice"
+    paragraphs = [
+        f"Dear {client_name},",
+        f"Thank you: we received your payment of {amount} {currency} for {what}.",
+        "Please keep this email as your receipt.",
+        f"-- {platform_name}",
+    ]
+    rows = [
+        ("Invoice", number or "-"),
+        ("Amount paid", f"{amount} {currency}"),
+        ("Card", masked_card(card_last4)),
+        ("Paid on", f"{paid_at:%Y-%m-%d}"),
+    ]
+    return Body(_text_page(paragraphs, rows), _html_page(paragraphs, rows))
+
+
+def masked_card(last4: str) -> str:
+    """The card as a receipt shows it: four stars and at most the last four digits, whatever
+    the event carried."""
+    digits = "".join(c for c in last4 if c.isdigit())[-4:]
+    return f"**** {digits}"

@@ -3,6 +3,10 @@
 - `invoice.send_requested` (invoice.events): queue the invoice email, PDF by claim check.
 - `payment.failed` (payment.events) with kind "autopay": queue a notice to the client; other
   kinds (a card the owner or client typed in, who saw the answer at once) are ignored.
+- `payment.succeeded` (payment.events) of an invoice (kinds "invoice" and "autopay") that
+  names the client's email: queue a receipt to the client, once per payment. Top-ups (no
+  invoice) and events without an address send nothing. Like the notice, a receipt is the
+  platform's own message and costs the owner no wallet fee.
 
 The models below are slim copies of the producers' events: only the fields read here.
 """
@@ -79,6 +83,19 @@ class PaymentFailed(BaseModel):
     final: bool = False
     next_attempt_at: datetime | None = None
     payment_id: uuid.UUID | None = None
+
+
+class PaymentSucceeded(BaseModel):
+    payment_id: uuid.UUID
+    invoice_id: uuid.UUID | None = None
+    kind: str
+    amount: str
+    currency: str
+    card_last4: str
+    occurred_at: datetime
+    client_email: str | None = None
+    client_name: str | None = None
+    invoice_number: str | None = None
 
 
 def one_line(text: str) -> str:
@@ -159,11 +176,48 @@ async def on_payment_failed(session: AsyncSession, event: CloudEvent) -> None:
     )
 
 
+async def on_payment_succeeded(session: AsyncSession, event: CloudEvent) -> None:
+    if event.data.get("kind") not in ("invoice", "autopay"):
+        return  # a wallet top-up: the owner saw it succeed, and there is no client
+    paid = PaymentSucceeded.model_validate(event.data)
+    if paid.invoice_id is None or not paid.client_email:
+        return  # an event from before payments named the client: nobody to send it to
+    settings = get_settings()
+    name = paid.client_name or paid.client_email
+    number = one_line(paid.invoice_number) if paid.invoice_number else None
+    body = compose.receipt_body(
+        client_name=name,
+        platform_name=settings.platform_name,
+        number=number,
+        amount=paid.amount,
+        currency=paid.currency,
+        card_last4=paid.card_last4,
+        paid_at=paid.occurred_at,
+    )
+    await service.queue_notice(
+        session,
+        service.Notice(
+            # One receipt per payment, whatever envelope the event came in.
+            message_id=uuid.uuid5(NOTICE_NAMESPACE, f"payment.succeeded:{paid.payment_id}"),
+            owner_id=uuid.UUID(event.subject),
+            invoice_id=paid.invoice_id,
+            kind=MessageKind.RECEIPT,
+            recipient_email=paid.client_email,
+            recipient_name=one_line(name),
+            sender_name=settings.platform_name,
+            subject=f"Receipt for {number}" if number else "Receipt for your payment",
+            body=body,
+            requested_at=event.time,
+        ),
+    )
+
+
 CONSUMER_GROUP = "email-service"
 INVOICE_TOPIC = "invoice.events"
 PAYMENT_TOPIC = "payment.events"
 HANDLERS: dict[str, Handler] = {
     "invoice.send_requested": on_send_requested,
     "payment.failed": on_payment_failed,
+    "payment.succeeded": on_payment_succeeded,
 }
 TOPICS: list[str] = [INVOICE_TOPIC, PAYMENT_TOPIC]

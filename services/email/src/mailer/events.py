@@ -37,7 +37,7 @@ class EmailStatusChanged(BaseModel):
     message_id: uuid.UUID  # the send_id of invoice.send_requested
     owner_id: uuid.UUID
     invoice_id: uuid.UUID | None
-    kind: str  # invoice | payment_failed
+    kind: str  # invoice | payment_failed | receipt
     status: str
     previous_status: str | None
     provider: str | None  # the provider that carried it, once one did

@@ -31,6 +31,7 @@ class Base(DeclarativeBase):
 class MessageKind(StrEnum):
     INVOICE = "invoice"  # an owner sends an invoice to a client (invoice.send_requested)
     PAYMENT_FAILED = "payment_failed"  # a client's automatic charge was declined
+    RECEIPT = "receipt"  # a client's card payment of an invoice went through
 
 
 class MessageStatus(StrEnum):

@@ -28,7 +28,10 @@ class StatusChangeRead(BaseModel):
 
 class EmailRead(BaseModel):
     id: uuid.UUID = Field(description="The send id the invoice service answered with")
-    kind: str = Field(description="invoice, or payment_failed for a declined automatic charge")
+    kind: str = Field(
+        description="invoice; payment_failed for a declined automatic charge; receipt for a "
+        "client's card payment of an invoice"
+    )
     invoice_id: uuid.UUID | None
     recipient_email: str
     recipient_name: str

@@ -51,6 +51,10 @@ class InvoicePayment:
     currency: str
     description: str
     card: CardDetails
+    # Carried to the payment's `payment.succeeded`, for the client's receipt.
+    number: str | None = None
+    client_email: str | None = None
+    client_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class PaymentClient:
         `card_field` is where the card sits in the user's request ("" when the body is the
         card), so a refused field is named as the user sent it: `card.number` or `number`.
         """
-        body = {
+        body: dict[str, Any] = {
             "invoice_id": str(payment.invoice_id),
             "amount": money_text(payment.amount),
             "currency": payment.currency,
@@ -126,6 +130,12 @@ class PaymentClient:
                 "name": payment.card.name,
             },
         }
+        receipt = {
+            "invoice_number": payment.number,
+            "client_email": payment.client_email,
+            "client_name": payment.client_name,
+        }
+        body.update({key: value for key, value in receipt.items() if value})
         try:
             response = await self.http.post(
                 INVOICE_PAYMENTS_PATH,

@@ -372,12 +372,17 @@ async def pay_invoice(
         raise InvoiceNotFound()
     if invoice.status not in OPEN_STATUSES:
         raise InvoiceNotPayable(invoice.status)
+    # The client's address goes with the charge so the payment's receipt can reach them.
+    client = await repository.get_client(session, owner_id, invoice.client_id)
     payment = InvoicePayment(
         invoice_id=invoice.id,
         amount=invoice.amount,
         currency=invoice.currency,
         description=invoice.description,
         card=card,
+        number=invoice.number,
+        client_email=client.email if client else None,
+        client_name=invoice.client_name,
     )
     made = await payments.pay_invoice(access_token, payment, card_field=card_field)
     log.info(

@@ -528,6 +528,9 @@ def _new_attempt(
         card_name=method.card_name,
         payment_method_id=method.id,
         provider_token=method.provider_token,
+        client_email=invoice.client_email,
+        client_name=invoice.client_name,
+        invoice_number=invoice.number,
         created_at=now,
         updated_at=now,
     )
@@ -720,6 +723,9 @@ def _succeed(
         kind="autopay",
         card_last4=payment.card_last4,
         occurred_at=now.replace(tzinfo=UTC),
+        client_email=payment.client_email,
+        client_name=payment.client_name,
+        invoice_number=payment.invoice_number,
     )
     add_event(
         session,

@@ -60,6 +60,7 @@ class InvoiceCreated(BaseModel):
     """The slice of the invoice service's `invoice.created` the billing run needs."""
 
     invoice_id: uuid.UUID
+    number: str | None = None
     client_id: int
     client_name: str | None = None
     client_email: str | None = None

@@ -4,7 +4,9 @@ The subject (and Kafka key) of every event is the owner's user id, so one owner'
 stay in order. Amounts are decimal strings with two decimals, never floats.
 
 - `payment.succeeded` / `payment.failed`: a card charge ended. The invoice service marks an
-  invoice PAID on `payment.succeeded` with kind "invoice" or "autopay". Kind "autopay" is a
+  invoice PAID on `payment.succeeded` with kind "invoice" or "autopay", and the email service
+  sends the client a receipt when it names the client's email (`client_email`, `client_name`,
+  `invoice_number`: set for those kinds when known, absent for top-ups). Kind "autopay" is a
   charge of the monthly billing run: its `payment.failed` names the client (for the email
   service's notice), says whether the failure is `final` (the invoice becomes FAILED and a
   person acts) or will be retried at `next_attempt_at`.
@@ -47,6 +49,10 @@ class PaymentSucceeded(BaseModel):
     kind: Literal["invoice", "topup", "autopay"]
     card_last4: str
     occurred_at: UtcDateTime
+    # For kinds "invoice" and "autopay", when known: whom the receipt goes to, and for what.
+    client_email: str | None = None
+    client_name: str | None = None
+    invoice_number: str | None = None
 
 
 class PaymentFailed(BaseModel):

@@ -117,6 +117,11 @@ class Payment(Base):
     # sends the very same request (same idempotency key) even if the method was removed since.
     payment_method_id: Mapped[uuid.UUID | None] = mapped_column(BinaryUUID)
     provider_token: Mapped[str | None] = mapped_column(String(64))
+    # Who is told of the payment, and the invoice's number, for the receipt that
+    # `payment.succeeded` asks the email service for; NULL for top-ups and where not known.
+    client_email: Mapped[str | None] = mapped_column(String(320))
+    client_name: Mapped[str | None] = mapped_column(String(200))
+    invoice_number: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -161,6 +166,7 @@ class InvoiceCopy(Base):
     client_id: Mapped[int] = mapped_column(BigInteger)
     client_email: Mapped[str | None] = mapped_column(String(320))
     client_name: Mapped[str | None] = mapped_column(String(200))
+    number: Mapped[str | None] = mapped_column(String(32))  # "INV-000012"
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16))

@@ -123,6 +123,9 @@ async def pay_invoice(
         currency=body.currency,
         description=body.description,
         card=body.card.details(),
+        client_email=body.client_email,
+        client_name=body.client_name,
+        invoice_number=body.invoice_number,
     )
     result = await _card_request(
         service.pay_invoice(charging, user.id, charge), charging.settings.retry_after_seconds

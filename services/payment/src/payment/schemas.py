@@ -130,6 +130,11 @@ class InvoicePaymentCreate(Strict):
     currency: Currency
     description: Description
     card: CardIn
+    # Whom the receipt goes to, and the invoice's number: carried by payment.succeeded.
+    # Checked as an address by the invoice service when the client was saved.
+    client_email: Annotated[str, Field(min_length=3, max_length=320)] | None = None
+    client_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    invoice_number: Annotated[str, Field(min_length=1, max_length=32)] | None = None
 
 
 class PaymentRead(BaseModel):

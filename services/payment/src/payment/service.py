@@ -96,6 +96,10 @@ class InvoiceCharge:
     currency: str
     description: str
     card: CardDetails
+    # For the receipt, when the invoice service sends them.
+    client_email: str | None = None
+    client_name: str | None = None
+    invoice_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ async def pay_invoice(
                     charging.provider.name,
                     invoice_id=charge.invoice_id,
                 )
+                payment.client_email = charge.client_email
+                payment.client_name = charge.client_name
+                payment.invoice_number = charge.invoice_number
                 session.add(payment)
                 try:
                     await session.commit()
@@ -341,6 +348,9 @@ async def _succeed(session: AsyncSession, payment: Payment, charge_id: str | Non
         kind=PaymentKind(payment.kind),
         card_last4=payment.card_last4,
         occurred_at=payment.updated_at,
+        client_email=payment.client_email,
+        client_name=payment.client_name,
+        invoice_number=payment.invoice_number,
     )
     add_event(
         session,
