@@ -93,6 +93,28 @@ def payment_failed(owner_id: uuid.UUID, **overrides: Any) -> CloudEvent:
     )
 
 
+def payment_succeeded(owner_id: uuid.UUID, **overrides: Any) -> CloudEvent:
+    """payment.succeeded of a client's card payment of an invoice, as the payment service
+    publishes it."""
+    data: dict[str, Any] = {
+        "payment_id": str(uuid.uuid4()),
+        "invoice_id": str(uuid.uuid4()),
+        "owner_id": str(owner_id),
+        "amount": "99.99",
+        "currency": "USD",
+        "kind": "invoice",
+        "card_last4": "5678",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "client_email": "payer@example.com",
+        "client_name": "Payer Inc",
+        "invoice_number": "INV-000012",
+    }
+    data.update(overrides)
+    return CloudEvent(
+        source="/services/payment", type="payment.succeeded", subject=str(owner_id), data=data
+    )
+
+
 async def handle(sessionmaker: async_sessionmaker[AsyncSession], event: CloudEvent) -> None:
     """As the worker's consumer runs a handler: in a transaction of its own."""
     async with sessionmaker() as session, session.begin():
