@@ -139,6 +139,7 @@ async def add_invoice(
         subject=str(client.owner),
         data={
             "invoice_id": str(invoice_id),
+            "number": "INV-000042",
             "client_id": client.client_id,
             "client_name": "Acme Ltd",
             "client_email": "billing@acme.test",
@@ -338,6 +339,12 @@ async def test_each_provider_outcome_leads_where_it_should(
     assert (kind, data["kind"]) == (
         "payment.succeeded",
         "autopay",
+    )
+    # Whom the receipt goes to, from the copy of the invoice.
+    assert (data["client_email"], data["client_name"], data["invoice_number"]) == (
+        "billing@acme.test",
+        "Acme Ltd",
+        "INV-000042",
     )
 
     assert await outcome(declined) == (

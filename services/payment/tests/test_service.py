@@ -30,6 +30,7 @@ from .factories import (
     payment_row,
     payments_of_invoice,
     staged_events,
+    top_up,
 )
 
 
@@ -89,7 +90,77 @@ async def test_success_stages_payment_succeeded_with_the_contract_data(
         "kind": "invoice",
         "card_last4": "5678",
         "occurred_at": paid["updated_at"],
+        # Not sent with this request: the email service sends no receipt then.
+        "client_email": None,
+        "client_name": None,
+        "invoice_number": None,
     }
+
+
+async def test_payment_succeeded_names_the_client_and_invoice_the_request_names(
+    api: httpx.AsyncClient, auth: dict[str, str], sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    paid = await pay_invoice(
+        api,
+        auth,
+        client_email="payer@example.com",
+        client_name="Payer Inc",
+        invoice_number="INV-000012",
+    )
+    assert paid.status_code == 201, paid.text
+    assert "client_email" not in paid.json()  # the answer stays as it was
+
+    [event] = await staged_events(sessionmaker, paid.json()["id"])
+    assert event.data["kind"] == "invoice"
+    assert event.data["client_email"] == "payer@example.com"
+    assert event.data["client_name"] == "Payer Inc"
+    assert event.data["invoice_number"] == "INV-000012"
+
+
+async def test_an_outcome_settled_later_still_names_the_client(
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fakepay: FakePayControl,
+) -> None:
+    """The request that knew the client timed out; the event comes from settling the stored
+    attempt, in a later request that carries nothing for the receipt."""
+    invoice_id = str(uuid.uuid4())
+    fakepay.fault("accept_then_hang", transaction_id=invoice_id, delay=5, times=1)
+
+    timed_out = await pay_invoice(
+        api,
+        auth,
+        invoice_id=invoice_id,
+        client_email="payer@example.com",
+        client_name="Payer Inc",
+        invoice_number="INV-000013",
+    )
+    settled = await pay_invoice(api, auth, invoice_id=invoice_id)
+
+    assert timed_out.status_code == 503
+    assert settled.status_code == 200, settled.text
+    [event] = await staged_events(sessionmaker, settled.json()["id"])
+    assert event.type == "payment.succeeded"
+    assert event.data["client_email"] == "payer@example.com"
+    assert event.data["invoice_number"] == "INV-000013"
+
+
+async def test_a_top_up_names_no_client(
+    api: httpx.AsyncClient, auth: dict[str, str], sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    topped = await top_up(api, auth)
+    assert topped.status_code == 201, topped.text
+
+    [event] = [
+        e
+        for e in await staged_events(sessionmaker, topped.json()["payment"]["id"])
+        if e.type == "payment.succeeded"
+    ]
+    assert event.data["kind"] == "topup"
+    assert event.data["invoice_id"] is None
+    assert event.data["client_email"] is None
+    assert event.data["invoice_number"] is None
 
 
 async def test_an_invoice_paid_already_answers_200_with_that_payment_and_charges_nothing(
