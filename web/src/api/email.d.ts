@@ -167,7 +167,7 @@ export interface components {
             id: string;
             /**
              * Kind
-             * @description invoice, or payment_failed for a declined automatic charge
+             * @description invoice; payment_failed for a declined automatic charge; receipt for a client's card payment of an invoice
              */
             kind: string;
             /** Invoice Id */

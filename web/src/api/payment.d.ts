@@ -467,6 +467,12 @@ export interface components {
             /** Description */
             description: string;
             card: components["schemas"]["CardIn"];
+            /** Client Email */
+            client_email?: string | null;
+            /** Client Name */
+            client_name?: string | null;
+            /** Invoice Number */
+            invoice_number?: string | null;
         };
         /**
          * ItemOutcome
