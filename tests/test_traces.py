@@ -1,11 +1,11 @@
-"""One trace across services: a card payment from the request through `payment.succeeded`.
+"""One trace across services: a card payment from the request through `payment.succeeded`
+to the invoice's update and the client's receipt email.
 
-The invoice and payment APIs, the payment and invoice relays and the two services' consumer
-groups run in this process (the payment API on a real port, so the invoice service calls it
-over HTTP as in production), on their own migrated schemas, the test's Kafka broker and
-FakePay as a process; every span goes to one in-memory exporter. The email service sends no
-mail on `payment.succeeded` (it consumes `invoice.send_requested` and `payment.failed`), so
-the card payment's trace ends at the consumers of the payment's and the invoice's events.
+The invoice, payment and email apps, the payment and invoice relays, the three services'
+consumer groups and the email service's dispatcher run in this process (the payment API on a
+real port, so the invoice service calls it over HTTP as in production), on their own migrated
+schemas, the test's Kafka broker, FakePay and the mail providers' simulator as processes;
+every span goes to one in-memory exporter.
 """
 
 import asyncio
@@ -35,11 +35,18 @@ from invoice.config import InvoiceSettings
 from invoice.main import create_app as create_invoice_app
 from invoice.models import InboxMessage as InvoiceInbox
 from invoice.models import OutboxMessage as InvoiceOutbox
+from mailer import consumers as email_consumers
+from mailer.config import EmailSettings
+from mailer.dispatcher import AttachmentStore, Dispatcher
+from mailer.main import create_app as create_email_app
+from mailer.models import InboxMessage as EmailInbox
+from mailer.providers import create_providers
 from payment import consumers as payment_consumers
 from payment.config import PaymentSettings
 from payment.main import create_app as create_payment_app
 from payment.models import InboxMessage as PaymentInbox
 from payment.models import OutboxMessage as PaymentOutbox
+from simulators.mail_testing import MailProvidersServer
 from simulators.testing import FakePayServer
 
 SERVICES = Path(__file__).resolve().parent.parent / "services"
@@ -47,19 +54,27 @@ CARD = {"number": "1234567812345678", "name": "J Doe", "expiry": "01-2040"}
 
 
 @pytest.fixture(scope="module")
-async def databases(mysql_server: MysqlServer) -> AsyncIterator[tuple[str, str]]:
+async def databases(mysql_server: MysqlServer) -> AsyncIterator[tuple[str, str, str]]:
     async with (
         temporary_database(mysql_server, "invoice_trace") as invoice_url,
         temporary_database(mysql_server, "payment_trace") as payment_url,
+        temporary_database(mysql_server, "email_trace") as email_url,
     ):
         migrate_schema(SERVICES / "invoice" / "alembic.ini", "INVOICE", invoice_url)
         migrate_schema(SERVICES / "payment" / "alembic.ini", "PAYMENT", payment_url)
-        yield invoice_url, payment_url
+        migrate_schema(SERVICES / "email" / "alembic.ini", "EMAIL", email_url)
+        yield invoice_url, payment_url, email_url
 
 
 @pytest.fixture(scope="module")
 def fakepay() -> Iterator[FakePayServer]:
     with FakePayServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mail_providers() -> Iterator[MailProvidersServer]:
+    with MailProvidersServer() as server:
         yield server
 
 
@@ -119,6 +134,19 @@ def children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableSp
     return [span for span in spans if parent_id(span) == span_id(parent)]
 
 
+def handler_of(spans: list[ReadableSpan], event_type: str, group: str) -> ReadableSpan:
+    """The one span of a consumer group's handler of an event type."""
+    return one(
+        [
+            span
+            for span in spans
+            if span.attributes
+            and str(span.attributes.get("messaging.consumer.group.name", "")).startswith(group)
+        ],
+        f"process {event_type}",
+    )
+
+
 def statements(spans: list[ReadableSpan], parent: ReadableSpan) -> list[str]:
     return [
         span.name
@@ -127,14 +155,15 @@ def statements(spans: list[ReadableSpan], parent: ReadableSpan) -> list[str]:
     ]
 
 
-async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_its_events(
-    databases: tuple[str, str],
+async def test_a_card_payment_is_one_trace_from_the_request_to_the_receipt_email(
+    databases: tuple[str, str, str],
     fakepay: FakePayServer,
+    mail_providers: MailProvidersServer,
     kafka_bootstrap: str,
     test_issuer: TestIssuer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    invoice_url, payment_url = databases
+    invoice_url, payment_url, email_url = databases
     shared = {
         "environment": "test",
         "kafka_bootstrap_servers": kafka_bootstrap,
@@ -144,6 +173,14 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
     }
     payment_settings = PaymentSettings(
         database_url=SecretStr(payment_url), fakepay_url=fakepay.url, **shared
+    )
+    email_settings = EmailSettings(
+        database_url=SecretStr(email_url),
+        providers="mailgun",
+        mailgun_url=mail_providers.url,
+        mailgun_api_key=SecretStr("key-test"),
+        dispatch_idle_seconds=0.05,
+        **shared,
     )
     suffix = uuid.uuid4().hex[:6]
     headers = test_issuer.headers(uuid.uuid4())
@@ -158,7 +195,18 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
                 **shared,
             )
             invoice_app = create_invoice_app(invoice_settings)
-            async with invoice_app.router.lifespan_context(invoice_app):
+            email_app = create_email_app(email_settings)
+            async with (
+                invoice_app.router.lifespan_context(invoice_app),
+                email_app.router.lifespan_context(email_app),
+                httpx.AsyncClient() as mail_http,
+            ):
+                dispatcher = Dispatcher(
+                    email_app.state.sessionmaker,
+                    create_providers(email_settings, mail_http),
+                    email_settings,
+                    AttachmentStore(email_settings),
+                )
                 loops: list[Loop] = [
                     OutboxRelay(payment_app.state.sessionmaker, PaymentOutbox, kafka_bootstrap).run,
                     OutboxRelay(invoice_app.state.sessionmaker, InvoiceOutbox, kafka_bootstrap).run,
@@ -178,6 +226,15 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
                         inbox_model=PaymentInbox,
                         bootstrap_servers=kafka_bootstrap,
                     ).run,
+                    EventConsumer(
+                        name=f"email-trace-{suffix}",
+                        topics=email_consumers.TOPICS,
+                        handlers=email_consumers.HANDLERS,
+                        sessionmaker=email_app.state.sessionmaker,
+                        inbox_model=EmailInbox,
+                        bootstrap_servers=kafka_bootstrap,
+                    ).run,
+                    dispatcher.run,
                 ]
                 transport = httpx.ASGITransport(app=invoice_app)
                 async with (
@@ -209,6 +266,7 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
                             "POST /invoice",
                             "process payment.succeeded",
                             "process invoice.status_changed",
+                            "send email",
                         },
                     )
 
@@ -239,7 +297,7 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
     send_payment = one(flow, "send payment.events")
     assert send_payment.kind == SpanKind.PRODUCER
     assert parent_id(send_payment) == span_id(payment_request)
-    succeeded = one(flow, "process payment.succeeded")
+    succeeded = handler_of(flow, "payment.succeeded", "invoice-trace")
     assert succeeded.kind == SpanKind.CONSUMER
     assert parent_id(succeeded) == span_id(payment_request)
     assert any(name.startswith("SELECT") for name in statements(flow, succeeded))
@@ -251,6 +309,30 @@ async def test_a_card_payment_is_one_trace_from_the_request_to_the_consumers_of_
     assert all(parent_id(span) == span_id(request) for span in sends)
     status_changed = one(flow, "process invoice.status_changed")
     assert parent_id(status_changed) == span_id(request)
+
+    # The email service's handler of payment.succeeded queues the client's receipt, and the
+    # dispatcher's sending of it (its statements and its call to the provider) continues the
+    # handler's trace.
+    receipt_handler = handler_of(flow, "payment.succeeded", "email-trace")
+    assert receipt_handler.kind == SpanKind.CONSUMER
+    assert parent_id(receipt_handler) == span_id(payment_request)
+    assert any(name.startswith("INSERT") for name in statements(flow, receipt_handler))
+    sending = one(flow, "send email")
+    assert parent_id(sending) == span_id(receipt_handler)
+    assert sending.attributes is not None
+    assert sending.attributes["email.kind"] == "receipt"
+    assert any(name.startswith("UPDATE") for name in statements(flow, sending))
+    provider_calls = [
+        span
+        for span in children(flow, sending)
+        if span.kind == SpanKind.CLIENT and span.attributes and "db.system" not in span.attributes
+    ]
+    assert provider_calls
+    message_id = str(sending.attributes["email.message_id"])
+    assert mail_providers.counts()["mailgun"][message_id] == 1
+    [receipt] = [m for m in mail_providers.messages() if m["send_id"] == message_id]
+    assert receipt["recipient"] == "john.doe@example.com"
+    assert receipt["subject"].startswith("Receipt for INV-")
 
     # The log lines of both services carry the trace: the invoice API's request line and
     # the payment service's line of the succeeded payment.

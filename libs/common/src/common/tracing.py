@@ -281,3 +281,26 @@ def handling(event: CloudEvent, consumer: str) -> Iterator[trace.Span]:
         },
     ) as span:
         yield span
+
+
+@contextlib.contextmanager
+def resuming(
+    name: str,
+    traceparent: str | None,
+    tracestate: str | None,
+    attributes: Attributes = None,
+) -> Iterator[trace.Span]:
+    """The span of work a worker does later for an operation that stored its context with
+    the work (`trace_context()`, kept in a row, as a queued email keeps it): a child of that
+    context and current while the work runs, so its statements and calls join the trace.
+    Work stored without a context gets no span, as a statement outside any operation."""
+    if not _enabled or traceparent is None:
+        yield trace.INVALID_SPAN
+        return
+    with _tracer.start_as_current_span(
+        name,
+        context=_event_context(traceparent, tracestate),
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+    ) as span:
+        yield span

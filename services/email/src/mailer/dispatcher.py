@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.logging import get_logger
 from common.outbox import utcnow
 from common.runtime import sleep_unless
+from common.tracing import resuming
 from mailer import repository, service
 from mailer.config import EmailSettings
 from mailer.models import Attempt, AttemptOutcome, Message, MessageStatus
@@ -240,6 +241,15 @@ class Dispatcher:
             message = await repository.get_message(session, item.message_id)
         if message is None or message.status != MessageStatus.SENDING:
             return
+        with resuming(
+            "send email",
+            message.traceparent,
+            message.tracestate,
+            {"email.message_id": str(message.id), "email.kind": message.kind},
+        ):
+            await self._send(item, message)
+
+    async def _send(self, item: Claimed, message: Message) -> None:
         try:
             mail = await self._mail(message)
         except AttachmentGone as exc:

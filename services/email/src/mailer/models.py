@@ -123,6 +123,10 @@ class Message(Base):
     # touches the message no more.
     lease_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The trace of the event that queued it (W3C trace context): the worker sends it in a
+    # span of that trace, so one trace reaches from the owner's request to the provider.
+    traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)
+    tracestate: Mapped[str | None] = mapped_column(String(512), nullable=True)
     requested_at: Mapped[datetime] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -16,6 +16,7 @@ from common.events import new_event
 from common.logging import get_logger
 from common.outbox import add_event, utcnow
 from common.pagination import CursorCodec, Page
+from common.tracing import trace_context
 from mailer import compose, repository
 from mailer.events import EMAIL_STATUS_CHANGED, SOURCE, TOPIC, EmailStatusChanged, Fee
 from mailer.exceptions import WebhookRefused
@@ -147,6 +148,13 @@ def change_status(
     return True
 
 
+def _keep_trace(message: Message) -> None:
+    """The context of the handler queueing the message, for the worker that sends it."""
+    context = trace_context()
+    message.traceparent = context.get("traceparent")
+    message.tracestate = context.get("tracestate")
+
+
 async def queue_invoice_email(session: AsyncSession, request: InvoiceEmail) -> Message:
     """Queue an invoice email once per send_id; a repeated request returns the first."""
     existing = await repository.get_message(session, request.send_id)
@@ -180,6 +188,7 @@ async def queue_invoice_email(session: AsyncSession, request: InvoiceEmail) -> M
         created_at=now,
         updated_at=now,
     )
+    _keep_trace(message)
     session.add(message)
     change_status(session, message, MessageStatus.QUEUED)
     await session.flush()
@@ -211,6 +220,7 @@ async def queue_notice(session: AsyncSession, notice: Notice) -> Message:
         created_at=now,
         updated_at=now,
     )
+    _keep_trace(message)
     session.add(message)
     change_status(session, message, MessageStatus.QUEUED)
     await session.flush()
