@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db import create_engine
 from common.events import CloudEvent
 from common.testing.identity import TestIssuer
 from invoice.models import Invoice, OutboxMessage
@@ -122,6 +123,34 @@ async def test_an_invoice_created_with_the_seeds_card_is_paid_as_the_seed_shows(
     assert "card" not in read  # a card is shown by the request that paid, never stored
     assert [(i["id"], i["status"]) for i in listed] == [(invoice_id, "paid")]
     assert await invoice_state(sessionmaker, invoice_id) == ("paid", 1)
+
+
+async def test_the_payment_names_the_client_and_the_invoice_for_the_receipt(
+    paying_api: httpx.AsyncClient, auth: dict[str, str], payment_database: str
+) -> None:
+    """The payment service's `payment.succeeded` carries whom the email service sends the
+    receipt to: the invoice service sends them with the charge."""
+    client = await create_client(paying_api, auth, name="Ann Payer", email="ann@payer.example")
+    invoice = await seed_invoice(paying_api, auth, client["id"])
+    paid = await paying_api.post(f"/invoice/pay/{invoice['id']}", json=WORK_CARD, headers=auth)
+    assert paid.status_code == 201, paid.text
+
+    engine = create_engine(payment_database, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            payloads = (
+                await connection.execute(
+                    text("SELECT payload FROM outbox_messages WHERE payload LIKE :invoice"),
+                    {"invoice": f"%{invoice['id']}%"},
+                )
+            ).scalars()
+            events = [CloudEvent.model_validate_json(p) for p in payloads]
+    finally:
+        await engine.dispose()
+    [succeeded] = [e for e in events if e.type == "payment.succeeded"]
+    assert succeeded.data["client_email"] == "ann@payer.example"
+    assert succeeded.data["client_name"] == "Ann Payer"
+    assert succeeded.data["invoice_number"].startswith("INV-")
 
 
 async def test_a_pending_invoice_is_paid_with_the_seeds_work_card(
