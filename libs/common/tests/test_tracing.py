@@ -27,7 +27,7 @@ from common.outbox import OutboxMessageMixin, OutboxRelay, add_event
 from common.testing.plugin import temporary_database
 from common.testing.servers import MysqlServer
 from common.testing.tracing import parent_id, recorded_spans, trace_of
-from common.tracing import install_provider, make_sampler
+from common.tracing import install_provider, make_sampler, resuming, trace_context
 
 log = get_logger("tests")
 
@@ -209,3 +209,23 @@ def test_a_trace_is_kept_or_dropped_whole_whatever_the_ratio_of_new_ones() -> No
     assert not new.decision.is_sampled()
     assert kept.decision.is_sampled()
     assert not dropped.decision.is_sampled()
+
+
+def test_work_resumed_later_joins_the_trace_that_stored_its_context() -> None:
+    """A row that kept `trace_context()` (a queued email) is worked on later, elsewhere, in a
+    child of that context; a row kept outside any trace gets no span."""
+    with recorded_spans() as exporter:
+        tracer = trace.get_tracer("tests")
+        with tracer.start_as_current_span("queue it") as queueing:
+            stored = trace_context()
+        with resuming("send it", stored["traceparent"], stored.get("tracestate")) as span:
+            assert span.is_recording()
+        with resuming("untraced", None, None) as span:
+            assert not span.is_recording()
+        spans = list(exporter.get_finished_spans())
+
+    sending = next(span for span in spans if span.name == "send it")
+    assert sending.context is not None
+    assert sending.context.trace_id == queueing.get_span_context().trace_id
+    assert parent_id(sending) == queueing.get_span_context().span_id
+    assert "untraced" not in {span.name for span in spans}
