@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 # Every package of the workspace: a new service or library is type-checked once it has a src/.
 TYPED := $(wildcard libs/*/src services/*/src simulators/src)
 GATEWAY_PORT := 8100
+# How many processes of every API and worker `make run` starts (deploy/local/Procfile, scaled
+# by scripts/devstack.py procfile: replica r of an API on its port + 10 * (r - 1)).
+SCALE ?= 1
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -71,8 +74,11 @@ run: setup
 	@echo "Billing API:   http://127.0.0.1:9100/v1/invoices  (the billing platform's simulator, docs/billing_api.md)"
 	@echo "Sync:          http://127.0.0.1:8104/docs  (connect a billing platform: docs/sync.md)"
 	@echo "A token:       make token SUB=alice@example.com"
+	@echo "Processes:     $(SCALE) of every API and worker (make run SCALE=2: docs/deploy.md)"
 	@echo
-	$(BIN)/honcho start -f deploy/local/Procfile -d .
+	@mkdir -p .run
+	$(BIN)/python scripts/devstack.py procfile --scale $(SCALE) > .run/Procfile
+	$(BIN)/honcho start -f .run/Procfile -d .
 
 # Signs in at the local mock provider through the gateway, the way a browser does.
 token: setup
