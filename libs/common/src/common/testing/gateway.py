@@ -101,9 +101,10 @@ ADDRESS = re.compile(r"[^\s;{}'\"]+")
 
 def upstream_servers(upstream: Upstream) -> str:
     """The value of an upstream's placeholder, which the template writes as
-    `server ${<NAME>_UPSTREAM};`: one address, or several joined by `; server `, so that
-    nginx reads one `server` line per replica and balances among them."""
-    addresses = [upstream] if isinstance(upstream, str) else list(upstream)
+    `server ${<NAME>_UPSTREAM};`: one address, or several (a list, or one string of addresses
+    separated by spaces) joined by `; server `, so that nginx reads one `server` line per
+    replica and balances among them."""
+    addresses = upstream.split() if isinstance(upstream, str) else list(upstream)
     if not addresses:
         raise ValueError("an upstream needs at least one address")
     for address in addresses:
