@@ -15,8 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RENDER = ROOT / "deploy" / "k8s" / "render.sh"
 KUBECTL = Path(sys.executable).parent / "kubectl"
 REGISTRY = "ghcr.io/acme/ledgerline"
-# Every image the suite builds: the services' and the gateway's (the CI image matrix).
-IMAGES = ["email", "gateway", "invoice", "payment", "sync", "user"]
+CI = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+def ci_images() -> list[str]:
+    """The images CI builds and keeps the digests of: the image job's matrix."""
+    matrix = yaml.safe_load(CI.read_text())["jobs"]["image"]["strategy"]["matrix"]
+    return sorted({*matrix["service"], *(entry["service"] for entry in matrix.get("include", []))})
+
+
+IMAGES = ci_images()
 
 
 def digest_of(name: str) -> str:
@@ -80,3 +88,28 @@ def test_a_release_is_never_half_pinned(tmp_path: Path, broken: str) -> None:
     assert result.returncode == 2
     assert "no digest for image sync" in result.stderr
     assert result.stdout == ""
+
+
+def test_ci_builds_every_image_the_manifests_run() -> None:
+    """deploy-staging pins the images by the digests of the image job's builds: an image the
+    manifests name but CI does not build would stop every deployment."""
+    result = render(None)
+
+    assert result.returncode == 0, result.stderr
+    named = {
+        image.removeprefix(f"{REGISTRY}/").split(":")[0]
+        for image in images_of(result.stdout)
+        if image.startswith(REGISTRY)
+    }
+    assert named == set(IMAGES)
+
+
+def test_deploy_staging_follows_the_image_pushes_in_the_staging_environment() -> None:
+    job = yaml.safe_load(CI.read_text())["jobs"]["deploy-staging"]
+    assert job["needs"] == "image"
+    assert job["environment"]["name"] == "staging"
+    assert job["env"]["KUBE_CONFIG"] == "${{ secrets.KUBE_CONFIG }}"
+    steps = " ".join(str(step.get("run", "")) for step in job["steps"])
+    assert "deploy/k8s/deploy.sh" in steps
+    assert "LEDGERLINE_DIGESTS" in steps
+    assert "scripts/smoke.py" in steps
