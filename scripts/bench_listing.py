@@ -135,7 +135,8 @@ INSERT_CLIENT = (
 )
 INSERT_INVOICE = (
     "INSERT INTO invoices (id, owner_id, client_id, client_name, description, amount, currency,"
-    " status, due_date, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " status, due_date, created_at, updated_at, number)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 Row = tuple[Any, ...]
@@ -251,6 +252,8 @@ def generate(plan: SeedPlan, today: date) -> Generated:
 
     def batches() -> Iterator[list[Row]]:
         descriptions: dict[tuple[int, int, int], str] = {}
+        # Each owner's invoices are numbered from 1 in creation order, as the service does.
+        numbers: dict[int, int] = {}
         for start in range(0, len(invoices), INSERT_BATCH):
             rows: list[Row] = []
             for second, owner_index, client_id in invoices[start : start + INSERT_BATCH]:
@@ -278,8 +281,10 @@ def generate(plan: SeedPlan, today: date) -> Generated:
                         due,
                         created_at,
                         updated_at,
+                        f"INV-{numbers.setdefault(owner_index, 0) + 1:06d}",
                     )
                 )
+                numbers[owner_index] += 1
             yield rows
 
     return Generated(owner_ids[0], clients, batches())
@@ -384,11 +389,21 @@ async def seed(schema: str, plan: SeedPlan) -> Seed:
         queue: asyncio.Queue[list[Row] | None] = asyncio.Queue(maxsize=2)
 
         async def load(connection: Any) -> None:
+            # After a failure it still empties the queue, so the loop below never waits on a
+            # full one; the gather then raises the failure.
+            failure: Exception | None = None
             async with connection.cursor() as cursor:
                 cursor.max_stmt_length = 4 * 1024 * 1024
                 while (rows := await queue.get()) is not None:
-                    await cursor.executemany(INSERT_INVOICE, rows)
-                    await connection.commit()
+                    if failure is not None:
+                        continue
+                    try:
+                        await cursor.executemany(INSERT_INVOICE, rows)
+                        await connection.commit()
+                    except Exception as exc:
+                        failure = exc
+            if failure is not None:
+                raise failure
 
         workers = [asyncio.create_task(load(loader)) for loader in loaders]
         loaded = 0
