@@ -149,9 +149,7 @@ async def run(args: argparse.Namespace) -> str:
             for combo in listing.combos(seeded, quick=True)[: args.urls]
         ]
         for url in urls:  # warm both APIs' caches and connections
-            await wrk(
-                gateways[2], url, token, argparse.Namespace(**{**vars(args), "seconds": 1}), lua
-            )
+            await wrk(gateways[2], url, token, args.concurrency, 1, lua)
         for round_number in range(1, args.rounds + 1):
             listing.say(f"round {round_number}/{args.rounds} ...")
             for url in urls:
