@@ -50,7 +50,8 @@ def create_consumer(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
-    consumer.subscribe(topics, listener=listener)
+    if topics:  # aiokafka refuses an empty subscription; such a consumer is assigned by hand
+        consumer.subscribe(topics, listener=listener)
     return consumer
 
 
