@@ -134,9 +134,14 @@ INSERT_CLIENT = (
     "VALUES (%s, %s, %s, %s, %s, %s)"
 )
 INSERT_INVOICE = (
-    "INSERT INTO invoices (id, owner_id, client_id, client_name, description, amount, currency,"
-    " status, due_date, created_at, updated_at, number)"
+    "INSERT INTO invoices (id, owner_id, number, client_id, client_name, description, amount,"
+    " currency, status, due_date, created_at, updated_at)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+# Each owner's counter at its last number, as the service keeps it for the next invoice.
+INSERT_COUNTERS = (
+    "INSERT INTO invoice_counters (owner_id, last_number)"
+    " SELECT owner_id, COUNT(*) FROM invoices GROUP BY owner_id"
 )
 
 Row = tuple[Any, ...]
@@ -252,8 +257,8 @@ def generate(plan: SeedPlan, today: date) -> Generated:
 
     def batches() -> Iterator[list[Row]]:
         descriptions: dict[tuple[int, int, int], str] = {}
-        # Each owner's invoices are numbered from 1 in creation order, as the service does.
-        numbers: dict[int, int] = {}
+        # Numbers run 1, 2, 3... per owner in creation order, as the service gives them.
+        last_numbers = [0] * len(owner_ids)
         for start in range(0, len(invoices), INSERT_BATCH):
             rows: list[Row] = []
             for second, owner_index, client_id in invoices[start : start + INSERT_BATCH]:
@@ -268,10 +273,12 @@ def generate(plan: SeedPlan, today: date) -> Generated:
                 if status != "pending":
                     settled = created_at + timedelta(days=rng.randrange(1, 60))
                     updated_at = max(created_at, min(settled, midnight))
+                last_numbers[owner_index] += 1
                 rows.append(
                     (
                         uuid7().bytes,
                         owner_ids[owner_index].bytes,
+                        f"INV-{last_numbers[owner_index]:06d}",
                         client_id,
                         names[client_id - 1],
                         text,
@@ -281,10 +288,8 @@ def generate(plan: SeedPlan, today: date) -> Generated:
                         due,
                         created_at,
                         updated_at,
-                        f"INV-{numbers.setdefault(owner_index, 0) + 1:06d}",
                     )
                 )
-                numbers[owner_index] += 1
             yield rows
 
     return Generated(owner_ids[0], clients, batches())
@@ -417,6 +422,7 @@ async def seed(schema: str, plan: SeedPlan) -> Seed:
         await asyncio.gather(*workers)
         say(f"  loaded, building the deferred indexes, {time.perf_counter() - started:.0f} s")
         await deferred.restore()
+        await fetch(loaders[0], INSERT_COUNTERS)
         await fetch(loaders[0], "ANALYZE TABLE clients, invoices")
         seconds = time.perf_counter() - started
         await fetch(
