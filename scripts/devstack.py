@@ -120,6 +120,17 @@ def broker() -> None:
     )
 
 
+def web_static_root() -> Path:
+    """The files the gateway serves at /: GATEWAY_STATIC_ROOT when set, else the built web
+    app (`make web-build` writes web/dist), else the placeholder page."""
+    from common.testing.gateway import GATEWAY_DIR
+
+    if named := os.environ.get("GATEWAY_STATIC_ROOT"):
+        return Path(named).resolve()
+    built = ROOT / "web" / "dist"
+    return built if (built / "index.html").exists() else GATEWAY_DIR / "static"
+
+
 def gateway() -> None:
     """Run the nginx gateway in the foreground in front of the local services."""
     from common.testing.gateway import GatewayConfig, nginx_binary, render
@@ -131,6 +142,7 @@ def gateway() -> None:
         payment_upstream=os.environ.get("PAYMENT_UPSTREAM", "127.0.0.1:8103"),
         email_upstream=os.environ.get("EMAIL_UPSTREAM", "127.0.0.1:8105"),
         sync_upstream=os.environ.get("SYNC_UPSTREAM", "127.0.0.1:8104"),
+        static_root=web_static_root(),
     )
     run_dir = ROOT / ".run" / "gateway"
     main_conf = render(config, run_dir)
