@@ -154,3 +154,31 @@ bench-sync: setup
 bench-events: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_events.py
+
+# --- the web app: served by the gateway, tested end to end in a browser ----------------------
+
+# The end-to-end tests' browser: Debian's Chromium (Playwright downloads none; web/README.md).
+.PHONY: chromium web-build web-e2e bench-web
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "Installing Debian's Chromium for the end-to-end tests ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The app as the gateway serves it (web/dist); `make run` serves it once built.
+web-build: web-setup
+	cd web && npm run build
+
+# Playwright through the gateway against the whole suite on free ports (web/e2e/README.md);
+# screenshots of every screen land in web/e2e-artifacts/.
+web-e2e: setup chromium web-build
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm run e2e
+
+# Filter change to rows shown in the browser, beside the API's own time (docs/benchmarks.md).
+bench-web: setup chromium web-build
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_web.py
+
+run: web-build
+test: web-e2e
