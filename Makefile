@@ -126,7 +126,7 @@ pytest: setup
 	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
 	$(BIN)/pytest
 
-test: lint typecheck deploy-check docs-check pytest
+test: lint typecheck deploy-check docs-check web-test pytest
 
 bench: setup wrk
 	$(BIN)/python scripts/devstack.py ensure-mysql
@@ -154,6 +154,36 @@ bench-sync: setup
 bench-events: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_events.py
+
+# --- The web app (web/README.md) --------------------------------------------------------------
+# npm ci from the lock file. Playwright's own browser download is skipped: the end-to-end
+# tests drive Debian's Chromium. Node 20.19 or newer must be on the machine (Vite 8 needs it;
+# Debian 12's nodejs is 18).
+.PHONY: web-setup web-types web-test
+WEB_NODE_MODULES := web/node_modules/.package-lock.json
+
+$(WEB_NODE_MODULES): web/package.json web/package-lock.json
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' \
+		|| { echo "The web app needs Node.js 20.19 or newer (found: $$(node --version 2>&1))." >&2; exit 1; }
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $@
+
+web-setup: $(WEB_NODE_MODULES)
+
+# Rewrites the services' OpenAPI documents and the web app's types generated from them.
+web-types: setup web-setup
+	$(BIN)/python scripts/export_openapi.py
+	cd web && npm run --silent types
+
+# Documents and types fresh, lint, types, unit tests, the build and its size budget.
+web-test: setup web-setup
+	$(BIN)/python scripts/export_openapi.py --check
+	cd web && npm run --silent types:check
+	cd web && npm run --silent lint
+	cd web && npm run --silent typecheck
+	cd web && npm run --silent test
+	cd web && npm run --silent build
+	cd web && npm run --silent size
 
 # --- the web app: served by the gateway, tested end to end in a browser ----------------------
 
