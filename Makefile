@@ -203,6 +203,7 @@ web-build: web-setup
 # screenshots of every screen land in web/e2e-artifacts/.
 web-e2e: setup chromium web-build
 	$(BIN)/python scripts/devstack.py ensure-mysql
+	cd web && npx tsc --noEmit -p e2e
 	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm run e2e
 
 # Filter change to rows shown in the browser, beside the API's own time (docs/benchmarks.md).
