@@ -187,10 +187,11 @@ web-test: setup web-setup
 
 # --- the web app: served by the gateway, tested end to end in a browser ----------------------
 
-# The end-to-end tests' browser: Debian's Chromium (Playwright downloads none; web/README.md).
+# The end-to-end tests' browser: Debian's Chromium (Playwright downloads none), or the one
+# CHROMIUM_PATH names (CI's runner, whose Ubuntu has Chromium only as a snap).
 .PHONY: chromium web-build web-e2e bench-web
 chromium:
-	@test -x /usr/bin/chromium || { \
+	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || { \
 		echo "Installing Debian's Chromium for the end-to-end tests ..."; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
@@ -202,7 +203,7 @@ web-build: web-setup
 # Playwright through the gateway against the whole suite on free ports (web/e2e/README.md);
 # screenshots of every screen land in web/e2e-artifacts/.
 web-e2e: setup chromium web-build
-	$(BIN)/python scripts/devstack.py ensure-mysql
+	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
 	cd web && npx tsc --noEmit -p e2e
 	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm run e2e
 
