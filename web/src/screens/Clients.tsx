@@ -1,0 +1,107 @@
+import { useInfiniteQuery, useQueryClient } from '@tanstack/react-query';
+import { useState } from 'react';
+import { invoiceApi, unwrap } from '../api/client';
+import { fieldErrors } from '../api/problem';
+import { ErrorAlert } from '../components/ErrorAlert';
+import { TextField } from '../components/Field';
+import { Loading } from '../components/Loading';
+import { LoadMore } from '../components/Pager';
+import { PageTitle } from '../components/PageTitle';
+import { formatDateTime } from '../format';
+import { useIdempotentSubmit } from '../lib/idempotency';
+import * as check from '../lib/validate';
+
+export function Component() {
+  const clients = useInfiniteQuery({
+    queryKey: ['clients', 'pages'],
+    queryFn: ({ pageParam }) => unwrap(invoiceApi.GET('/api/clients', { params: { query: { limit: 50, cursor: pageParam } } })),
+    initialPageParam: undefined as string | undefined,
+    getNextPageParam: (page) => page.next_cursor ?? undefined,
+  });
+  const items = clients.data?.pages.flatMap((page) => page.items) ?? [];
+
+  return (
+    <section>
+      <PageTitle title="Clients">Clients</PageTitle>
+      <div className="grid-2">
+        <section aria-labelledby="client-list-heading" className="panel">
+          <h2 id="client-list-heading">Your clients</h2>
+          <ErrorAlert error={clients.error} />
+          {clients.isPending ? <Loading what="Loading clients" /> : null}
+          {clients.isSuccess && items.length === 0 ? <p className="muted">No clients yet. Add one to invoice them.</p> : null}
+          {items.length > 0 ? (
+            <ul className="plain-list">
+              {items.map((client) => (
+                <li key={client.id}>
+                  <strong>{client.name}</strong>
+                  <br />
+                  <span className="muted">{client.email}</span>
+                  <span className="muted small"> · added {formatDateTime(client.created_at)}</span>
+                </li>
+              ))}
+            </ul>
+          ) : null}
+          <LoadMore hasMore={clients.hasNextPage} loading={clients.isFetchingNextPage} onLoad={() => void clients.fetchNextPage()} />
+        </section>
+        <NewClientForm />
+      </div>
+    </section>
+  );
+}
+
+export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void }) {
+  const queryClient = useQueryClient();
+  const [name, setName] = useState('');
+  const [email, setEmail] = useState('');
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [error, setError] = useState<unknown>(null);
+  const [created, setCreated] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const { submit, reset } = useIdempotentSubmit<void>();
+
+  async function onSubmit(event: React.FormEvent) {
+    event.preventDefault();
+    const found = check.validate({ name, email }, { name: [check.required(200, 'the client’s name')], email: [check.email] });
+    setErrors(found as Record<string, string>);
+    setCreated(null);
+    if (Object.keys(found).length > 0) return;
+    const body = { name: name.trim(), email: email.trim() };
+    setBusy(true);
+    setError(null);
+    await submit(body, async (key) => {
+      try {
+        const client = await unwrap(invoiceApi.POST('/api/clients', { params: { header: { 'Idempotency-Key': key } }, body }));
+        reset();
+        setName('');
+        setEmail('');
+        setCreated(`${client.name} was added.`);
+        void queryClient.invalidateQueries({ queryKey: ['clients'] });
+        onCreated?.(client.id);
+      } catch (caught) {
+        setError(caught);
+        setErrors(fieldErrors(caught));
+      } finally {
+        setBusy(false);
+      }
+    });
+  }
+
+  return (
+    <section aria-labelledby="new-client-heading" className="panel">
+      <h2 id="new-client-heading">Add a client</h2>
+      <form onSubmit={onSubmit} noValidate>
+        {created ? (
+          <div className="alert alert-success" role="status">
+            {created}
+          </div>
+        ) : null}
+        <ErrorAlert error={error} />
+        <TextField label="Name" autoComplete="organization" value={name} maxLength={200} onChange={(event) => setName(event.target.value)} error={errors.name} required />
+        <TextField label="Email" type="email" autoComplete="email" value={email} onChange={(event) => setEmail(event.target.value)} error={errors.email} required />
+        <button type="submit" className="button-primary" disabled={busy}>
+          {busy ? 'Adding…' : 'Add client'}
+        </button>
+      </form>
+    </section>
+  );
+}
