@@ -325,3 +325,25 @@ async def test_api_answers_get_no_cache_header_of_the_gateway(
     assert response.headers["content-type"] == "application/json", "the service answered"
     assert "cache-control" not in response.headers
     assert Echo.seen == [f"GET {path}"]
+
+
+@pytest.mark.parametrize("path", ["/invoices", "/invoices/new", "/invoices/0191e0c4?tab=emails"])
+async def test_a_page_load_of_the_apps_invoice_screens_is_the_app(
+    with_app: tuple[str, Path], path: str
+) -> None:
+    """/invoices is both seed 001's API and the app's screen: a browser's page load (and
+    only that) gets the app; fetch() and API clients get the invoice service."""
+    url, _ = with_app
+    Echo.seen.clear()
+    async with httpx.AsyncClient(base_url=url) as client:
+        page_load = await client.get(path, headers={"Sec-Fetch-Mode": "navigate"})
+        fetched = await client.get(path, headers={"Sec-Fetch-Mode": "cors"})
+        scripted = await client.get(path)
+        posted = await client.post(path, headers={"Sec-Fetch-Mode": "navigate"})
+
+    assert page_load.content == INDEX
+    assert page_load.headers["cache-control"] == "no-cache"
+    assert fetched.headers["content-type"] == "application/json"
+    assert scripted.headers["content-type"] == "application/json"
+    assert posted.headers["content-type"] == "application/json", "a form post is the API's"
+    assert len(Echo.seen) == 3
