@@ -12,7 +12,9 @@ export async function signIn(page: Page, email: string, path = '/invoices'): Pro
   await page.getByPlaceholder('sub').fill(email);
   await page.getByRole('button', { name: 'Authorize' }).click();
   await expect(page).toHaveURL(new RegExp(`${path.replace(/[?]/g, '\\?')}$`));
-  await expect(page.getByRole('button', { name: 'Sign out' })).toBeAttached();
+  // Signed in: the app's frame (its skip link) and a screen's heading.
+  await expect(page.getByRole('link', { name: 'Skip to main content' })).toBeAttached();
+  await expect(page.getByRole('heading', { level: 1 })).toBeVisible();
 }
 
 /** Goes to a screen through the main navigation, opening the menu first on a phone. */

@@ -35,7 +35,8 @@ test('a new owner signs in, adds funds, bills a client, sends and is paid', asyn
 
   await openScreen(page, 'Invoices');
   await page.getByRole('link', { name: 'New invoice' }).click();
-  await page.getByLabel('Client').selectOption({ label: 'Acme Ltd (billing@acme.example)' });
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText('New invoice');
+  await page.getByLabel('Client', { exact: true }).selectOption({ label: 'Acme Ltd (billing@acme.example)' });
   await page.getByLabel('Description', { exact: true }).fill('November work');
   await page.getByLabel('Due date (optional)').fill('2031-01-31');
   await page.getByLabel('Line 1 description').fill('Design');
