@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { fillCard, openScreen, signIn } from './app';
 import { expect, test } from './fixtures';
 import { GOOD_CARD, newEmail } from './suite';
@@ -53,6 +54,17 @@ test('a new owner signs in, adds funds, bills a client, sends and is paid', asyn
   await expect(page.getByText('Jan 31, 2031').first()).toBeVisible();
   await expect(page.getByRole('region', { name: 'Lines' })).toContainText('$180.00');
   await review('invoice');
+
+  // Its PDF: previewed in the page (a blob: frame, as the CSP allows) and downloaded.
+  await page.getByRole('button', { name: 'Preview PDF' }).click();
+  await expect(page.getByTitle('PDF of invoice INV-000001')).toHaveAttribute('src', /^blob:/);
+  const [pdf] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', { name: 'Download PDF' }).click(),
+  ]);
+  expect(pdf.suggestedFilename()).toMatch(/\.pdf$/);
+  expect(readFileSync(await pdf.path()).subarray(0, 5).toString()).toBe('%PDF-');
+  await review('invoice-pdf');
 
   // Send it: the email goes out through the provider and is delivered (its signed webhook).
   await page.getByRole('button', { name: 'Send by email' }).click();

@@ -10,6 +10,9 @@ const WCAG_21_AA = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
 
 export interface Fixtures {
   suite: SuiteAddresses;
+  /** Every message in which the browser refused something by the gateway's
+   * Content-Security-Policy; a test fails at its end if there is one. */
+  policyViolations: string[];
   /** Checks the screen as it is now with axe (WCAG 2.1 AA, no violation allowed) and saves
    * a full-page screenshot of it as e2e-artifacts/screens/<project>/<name>.png. */
   review: (name: string) => Promise<void>;
@@ -24,6 +27,17 @@ export const test = base.extend<Fixtures>({
   baseURL: async ({ suite }, provide) => {
     await provide(suite.gateway);
   },
+  policyViolations: [
+    async ({ page }, provide) => {
+      const refused: string[] = [];
+      page.on('console', (message) => {
+        if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+      });
+      await provide(refused);
+      expect(refused, 'what the Content-Security-Policy refused').toEqual([]);
+    },
+    { auto: true },
+  ],
   review: async ({ page }, provide, testInfo) => {
     await provide((name) => checkScreen(page, testInfo, name));
   },
