@@ -169,7 +169,7 @@ def main() -> None:
                 seed(addresses["databases"]["invoice"], uuid.UUID(tokens["user_id"]), clients)
             )
             browser = browser_samples(folder / "addresses.json", email, folder)
-            api = api_samples(
+            api_ms = api_samples(
                 addresses["gateway"],
                 tokens["access_token"],
                 [sample["query"] for sample in browser],
@@ -182,11 +182,11 @@ def main() -> None:
     shown = [sample["shown_ms"] for sample in browser]
     fetched = [sample["fetch_ms"] for sample in browser]
     table = Table(["measured", "samples", "p50 ms", "p95 ms", "p50 / API p50"])
-    api_p50 = percentile(api, 50)
+    api_p50 = percentile(api_ms, 50)
     for name, values in (
         ("browser: filter change to rows shown", shown),
         ("browser: the listing's fetch", fetched),
-        ("API through the gateway (httpx)", api),
+        ("API through the gateway (httpx)", api_ms),
     ):
         p50 = percentile(values, 50)
         table.add(name, len(values), p50, percentile(values, 95), p50 / api_p50)
