@@ -147,7 +147,11 @@ def gateway() -> None:
     run_dir = ROOT / ".run" / "gateway"
     main_conf = render(config, run_dir)
     binary = nginx_binary()
-    print(f"gateway on http://127.0.0.1:{config.port}/ (logs in {run_dir})", flush=True)
+    print(
+        f"gateway on http://127.0.0.1:{config.port}/ serving {config.static_root} "
+        f"(logs in {run_dir})",
+        flush=True,
+    )
     os.execv(  # noqa: S606 - Debian's nginx with our rendered configuration, no shell involved
         binary,
         [binary, "-p", str(run_dir), "-c", str(main_conf), "-e", str(run_dir / "error.log")],
