@@ -214,7 +214,7 @@ async def test_the_keys_and_the_health_check_have_their_own_budget(
 
 # --- the web app's files ----------------------------------------------------------------------
 
-INDEX = b'<!doctype html><title>Ledgerline</title><script type="module" src="/assets/app-1a2b3c.js">'
+INDEX = b'<!doctype html><title>Ledgerline</title><script src="/assets/app-1a2b3c.js">'
 ASSET = b"console.log('app')"
 YEAR = "public, max-age=31536000, immutable"
 
