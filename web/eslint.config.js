@@ -5,7 +5,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist', 'node_modules', 'src/api/*.d.ts', 'test-results', 'playwright-report', 'artifacts'] },
+  { ignores: ['dist', 'node_modules', 'src/api/*.d.ts', 'test-results', 'playwright-report', 'artifacts', 'e2e-artifacts'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   jsxA11y.flatConfigs.strict,

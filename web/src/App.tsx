@@ -4,8 +4,6 @@ import { BrowserRouter, Navigate, Route, Routes } from 'react-router';
 import { Loading } from './components/Loading';
 import { Layout } from './Layout';
 import { NotFound } from './screens/NotFound';
-import { SignedIn } from './screens/SignedIn';
-import { SignIn } from './screens/SignIn';
 
 // Each screen is its own chunk, fetched when its route is first visited. The declarative
 // router (not the data router) keeps the main bundle small: the app loads its data with
@@ -13,6 +11,8 @@ import { SignIn } from './screens/SignIn';
 const screen = (load: () => Promise<{ Component: () => ReactNode }>) =>
   lazy(() => load().then((module) => ({ default: module.Component })));
 
+const SignIn = screen(() => import('./screens/SignIn'));
+const SignedIn = screen(() => import('./screens/SignedIn'));
 const Invoices = screen(() => import('./screens/Invoices'));
 const NewInvoice = screen(() => import('./screens/NewInvoice'));
 const InvoiceDetail = screen(() => import('./screens/InvoiceDetail'));

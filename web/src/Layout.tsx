@@ -1,6 +1,6 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { Suspense, useEffect, useRef, useState } from 'react';
-import { Navigate, NavLink, Outlet, useLocation, useNavigate } from 'react-router';
+import { Navigate, NavLink, Outlet, useLocation, useNavigate, useNavigationType } from 'react-router';
 import { session, setSignInHandler } from './api/client';
 import { Loading } from './components/Loading';
 import { OfflineBanner } from './components/OfflineBanner';
@@ -35,15 +35,18 @@ export function Layout() {
     });
   }, [navigate]);
 
+  const navigationType = useNavigationType();
   useEffect(() => {
     setMenuOpen(false);
-    // After a navigation, focus goes to the new screen, as a page load would put it.
+    // After the user moves to another screen, focus goes to it, so a screen reader starts
+    // there and Tab continues from there. Not on the first load or a redirect (the skip
+    // link comes first then, as on any page load).
     if (firstRender.current) {
       firstRender.current = false;
       return;
     }
-    main.current?.focus();
-  }, [location.pathname]);
+    if (navigationType !== 'REPLACE') main.current?.focus();
+  }, [location.pathname, navigationType]);
 
   if (state.status === 'checking') {
     return (

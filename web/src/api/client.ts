@@ -3,7 +3,7 @@
 
 import createClient from 'openapi-fetch';
 import type { paths as EmailPaths } from './email';
-import { createApiFetch } from './http';
+import { createApiFetch, retryAfterSeconds } from './http';
 import type { paths as InvoicePaths } from './invoice';
 import type { paths as PaymentPaths } from './payment';
 import { ApiError, type Problem, readProblem } from './problem';
@@ -18,6 +18,8 @@ let signInNeeded: () => void = () => {};
 export function setSignInHandler(handler: () => void): void {
   signInNeeded = handler;
 }
+
+const FILE_RETRIES = 3;
 
 export const apiFetch = createApiFetch({ session, onSignInNeeded: () => signInNeeded() });
 
@@ -41,12 +43,17 @@ export async function unwrap<T>(
 }
 
 /** A file from the API (a PDF, a CSV) as a Blob, through the same authenticated fetch. */
-export async function fetchFile(path: string): Promise<Blob> {
-  const response = await apiFetch(new Request(new URL(path, window.location.origin)));
-  if (!response.ok) {
+export async function fetchFile(path: string, sleep = (ms: number) => new Promise((done) => setTimeout(done, ms))): Promise<Blob> {
+  for (let attempt = 0; ; attempt += 1) {
+    const response = await apiFetch(new Request(new URL(path, window.location.origin)));
+    if (response.ok) return response.blob();
+    // A PDF being rendered by another request answers 503 with Retry-After: it is ready soon.
+    if (response.status === 503 && response.headers.has('Retry-After') && attempt < FILE_RETRIES) {
+      await sleep(retryAfterSeconds(response.headers.get('Retry-After')) * 1000);
+      continue;
+    }
     throw new ApiError(response.status, await readProblem(response));
   }
-  return response.blob();
 }
 
 /** Saves a Blob under a file name, as a download link the browser follows. */

@@ -9,6 +9,7 @@ import { LoadMore } from '../components/Pager';
 import { PageTitle } from '../components/PageTitle';
 import { formatDateTime } from '../format';
 import { useIdempotentSubmit } from '../lib/idempotency';
+import { ClientCardsDialog } from './ClientCards';
 import * as check from '../lib/validate';
 
 export function Component() {
@@ -19,6 +20,7 @@ export function Component() {
     getNextPageParam: (page) => page.next_cursor ?? undefined,
   });
   const items = clients.data?.pages.flatMap((page) => page.items) ?? [];
+  const [cardsOf, setCardsOf] = useState<{ id: number; name: string } | null>(null);
 
   return (
     <section>
@@ -32,11 +34,16 @@ export function Component() {
           {items.length > 0 ? (
             <ul className="plain-list">
               {items.map((client) => (
-                <li key={client.id}>
-                  <strong>{client.name}</strong>
-                  <br />
-                  <span className="muted">{client.email}</span>
-                  <span className="muted small"> · added {formatDateTime(client.created_at)}</span>
+                <li key={client.id} className="client-row">
+                  <div>
+                    <strong>{client.name}</strong>
+                    <br />
+                    <span className="muted">{client.email}</span>
+                    <span className="muted small"> · added {formatDateTime(client.created_at)}</span>
+                  </div>
+                  <button type="button" className="button-secondary" onClick={() => setCardsOf(client)}>
+                    Cards of {client.name}
+                  </button>
                 </li>
               ))}
             </ul>
@@ -45,11 +52,13 @@ export function Component() {
         </section>
         <NewClientForm />
       </div>
+      {cardsOf ? <ClientCardsDialog client={cardsOf} onClose={() => setCardsOf(null)} /> : null}
     </section>
   );
 }
 
-export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void }) {
+/** Adds a client; `bare` leaves out the panel and heading (inside a dialog that has its own). */
+export function NewClientForm({ onCreated, bare = false }: { onCreated?: (id: number) => void | Promise<void>; bare?: boolean }) {
   const queryClient = useQueryClient();
   const [name, setName] = useState('');
   const [email, setEmail] = useState('');
@@ -76,7 +85,7 @@ export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void 
         setEmail('');
         setCreated(`${client.name} was added.`);
         void queryClient.invalidateQueries({ queryKey: ['clients'] });
-        onCreated?.(client.id);
+        await onCreated?.(client.id);
       } catch (caught) {
         setError(caught);
         setErrors(fieldErrors(caught));
@@ -86,9 +95,7 @@ export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void 
     });
   }
 
-  return (
-    <section aria-labelledby="new-client-heading" className="panel">
-      <h2 id="new-client-heading">Add a client</h2>
+  const form = (
       <form onSubmit={onSubmit} noValidate>
         {created ? (
           <div className="alert alert-success" role="status">
@@ -102,6 +109,12 @@ export function NewClientForm({ onCreated }: { onCreated?: (id: number) => void 
           {busy ? 'Adding…' : 'Add client'}
         </button>
       </form>
+  );
+  if (bare) return form;
+  return (
+    <section aria-labelledby="new-client-heading" className="panel">
+      <h2 id="new-client-heading">Add a client</h2>
+      {form}
     </section>
   );
 }

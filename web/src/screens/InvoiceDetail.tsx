@@ -21,7 +21,8 @@ type Invoice = InvoiceSchemas['schemas']['InvoiceDetail'];
 type Email = EmailSchemas['schemas']['EmailRead'];
 type MaskedCard = InvoiceSchemas['schemas']['MaskedCard'];
 
-const PAYABLE = new Set(['pending', 'past_due']);
+// A FAILED invoice (the billing run gave up) can still be paid by card (docs/decisions.md).
+const PAYABLE = new Set(['pending', 'past_due', 'failed']);
 
 export function Component() {
   const { invoiceId = '' } = useParams();
@@ -98,7 +99,7 @@ export function Component() {
                 Send by email
               </button>
             ) : null}
-            {PAYABLE.has(data.status) || data.status === 'failed' ? (
+            {PAYABLE.has(data.status) ? (
               <button type="button" className="button-quiet" onClick={() => setDialog('void')}>
                 Void
               </button>
@@ -159,7 +160,7 @@ export function Component() {
                     {formatMoney(payment.amount, payment.currency)}
                   </td>
                   <td data-label="Outcome">
-                    <StatusBadge status={payment.status} />
+                    <StatusBadge status={paymentOutcome(payment)} />
                     {payment.failure_code ? <span className="reason"> {failureText(payment.failure_code)}</span> : null}
                   </td>
                 </tr>
@@ -222,6 +223,13 @@ const FAILURES: Record<string, string> = {
   invalid_expiry: 'The card expiry is not valid.',
   invalid_name: 'The name on the card is not valid.',
 };
+
+// The bank refused the charge (nothing taken): a decline, not an error of the platform's.
+const DECLINE_CODES = new Set(['declined', 'insufficient_funds', 'card_declined']);
+
+export function paymentOutcome(payment: { status: string; failure_code?: string | null }): string {
+  return payment.status === 'failed' && payment.failure_code && DECLINE_CODES.has(payment.failure_code) ? 'declined' : payment.status;
+}
 
 function failureText(code: string): string {
   return FAILURES[code] ?? `${statusLabel(code)}.`;

@@ -40,6 +40,12 @@ export function Component() {
   const state = readListing(params);
   const trail = (location.state as PageTrail | null)?.trail ?? [];
   const [search, setSearch] = useState(state.clientName);
+  // The back button (or a shared link) changes the URL's search: the box follows it.
+  const [searchInUrl, setSearchInUrl] = useState(state.clientName);
+  if (state.clientName !== searchInUrl) {
+    setSearchInUrl(state.clientName);
+    if (search.trim() !== state.clientName) setSearch(state.clientName);
+  }
   const [exporting, setExporting] = useState(false);
   const [exportError, setExportError] = useState<unknown>(null);
 

@@ -3,6 +3,7 @@ import { useState } from 'react';
 import { Link, useNavigate } from 'react-router';
 import { invoiceApi, unwrap } from '../api/client';
 import { fieldErrors } from '../api/problem';
+import { Dialog } from '../components/Dialog';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { SelectField, TextField } from '../components/Field';
 import { Loading } from '../components/Loading';
@@ -10,6 +11,7 @@ import { PageTitle } from '../components/PageTitle';
 import { formatMoney } from '../format';
 import { useIdempotentSubmit } from '../lib/idempotency';
 import * as check from '../lib/validate';
+import { NewClientForm } from './Clients';
 
 interface Line {
   description: string;
@@ -79,13 +81,26 @@ export function invoiceBody(form: InvoiceForm) {
   };
 }
 
+const MOST_CLIENT_PAGES = 20;
+
+/** Every client for the picker, page after page (100 a page, up to 2,000). */
+async function allClients() {
+  const items = [];
+  let cursor: string | undefined;
+  for (let page = 0; page < MOST_CLIENT_PAGES; page += 1) {
+    const answer = await unwrap(invoiceApi.GET('/api/clients', { params: { query: { limit: 100, cursor } } }));
+    items.push(...answer.items);
+    if (!answer.next_cursor) break;
+    cursor = answer.next_cursor;
+  }
+  return { items };
+}
+
 export function Component() {
   const navigate = useNavigate();
   const queryClient = useQueryClient();
-  const clients = useQuery({
-    queryKey: ['clients', 'all'],
-    queryFn: () => unwrap(invoiceApi.GET('/api/clients', { params: { query: { limit: 100 } } })),
-  });
+  const clients = useQuery({ queryKey: ['clients', 'all'], queryFn: allClients });
+  const [addingClient, setAddingClient] = useState(false);
   const [form, setForm] = useState<InvoiceForm>({ client_id: '', description: '', currency: '', due_date: '', lines: [{ ...EMPTY_LINE }] });
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<unknown>(null);
@@ -132,19 +147,24 @@ export function Component() {
       <ErrorAlert error={clients.error} />
       {clients.data && clients.data.items.length === 0 ? (
         <div className="alert alert-info">
-          An invoice is for a client. <Link to="/clients">Add your first client</Link> first.
+          An invoice is for a client: add your first one with “New client”.
         </div>
       ) : null}
       <form className="form" onSubmit={onSubmit} noValidate>
         <ErrorAlert error={error} />
-        <SelectField label="Client" value={form.client_id} onChange={(event) => setForm({ ...form, client_id: event.target.value })} error={errors.client_id} required>
-          <option value="">Choose a client</option>
-          {clients.data?.items.map((client) => (
-            <option key={client.id} value={client.id}>
-              {client.name} ({client.email})
-            </option>
-          ))}
-        </SelectField>
+        <div className="client-picker">
+          <SelectField label="Client" value={form.client_id} onChange={(event) => setForm({ ...form, client_id: event.target.value })} error={errors.client_id} required>
+            <option value="">Choose a client</option>
+            {clients.data?.items.map((client) => (
+              <option key={client.id} value={client.id}>
+                {client.name} ({client.email})
+              </option>
+            ))}
+          </SelectField>
+          <button type="button" className="button-secondary" onClick={() => setAddingClient(true)}>
+            New client
+          </button>
+        </div>
         <TextField label="Description" value={form.description} maxLength={500} onChange={(event) => setForm({ ...form, description: event.target.value })} error={errors.description} required />
         <div className="field-row">
           <TextField label="Due date (optional)" type="date" value={form.due_date} onChange={(event) => setForm({ ...form, due_date: event.target.value })} error={errors.due_date} hint="30 days from today if left empty." />
@@ -210,6 +230,18 @@ export function Component() {
           </Link>
         </div>
       </form>
+      {addingClient ? (
+        <Dialog title="New client" onClose={() => setAddingClient(false)}>
+          <NewClientForm
+            bare
+            onCreated={async (id) => {
+              await queryClient.invalidateQueries({ queryKey: ['clients'] });
+              setForm((current) => ({ ...current, client_id: String(id) }));
+              setAddingClient(false);
+            }}
+          />
+        </Dialog>
+      ) : null}
     </section>
   );
 }

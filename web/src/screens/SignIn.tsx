@@ -13,7 +13,7 @@ const SIGN_IN_ERRORS: Record<string, string> = {
   access_denied: 'The sign-in was cancelled at the provider.',
 };
 
-export function SignIn() {
+export function Component() {
   const [params] = useSearchParams();
   const next = safeNext(params.get('next'));
   const state = useSession();

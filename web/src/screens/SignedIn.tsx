@@ -6,7 +6,7 @@ import { ErrorAlert } from '../components/ErrorAlert';
 import { Loading } from '../components/Loading';
 
 /** Where the sign-in flow comes back to: the cookie is set; trade it for an access token. */
-export function SignedIn() {
+export function Component() {
   const [params] = useSearchParams();
   const navigate = useNavigate();
   const [error, setError] = useState<unknown>(null);
