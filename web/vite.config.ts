@@ -9,6 +9,7 @@ const gateway = process.env.LEDGERLINE_GATEWAY ?? 'http://127.0.0.1:8100';
 export default defineConfig({
   plugins: [react()],
   server: {
+    host: '127.0.0.1',
     port: 5173,
     proxy: { '/api': { target: gateway, changeOrigin: false } },
   },

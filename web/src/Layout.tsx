@@ -1,7 +1,7 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { Suspense, useEffect, useRef, useState } from 'react';
 import { Navigate, NavLink, Outlet, useLocation, useNavigate, useNavigationType } from 'react-router';
-import { session, setSignInHandler } from './api/client';
+import { session } from './api/client';
 import { Loading } from './components/Loading';
 import { OfflineBanner } from './components/OfflineBanner';
 import { useSession } from './useSession';
@@ -24,16 +24,8 @@ export function Layout() {
   const queryClient = useQueryClient();
   const [menuOpen, setMenuOpen] = useState(false);
   const here = `${location.pathname}${location.search}`;
-  const hereRef = useRef(here);
-  hereRef.current = here;
   const main = useRef<HTMLElement>(null);
   const firstRender = useRef(true);
-
-  useEffect(() => {
-    setSignInHandler(() => {
-      navigate(`/sign-in?next=${encodeURIComponent(hereRef.current)}`, { replace: true });
-    });
-  }, [navigate]);
 
   const navigationType = useNavigationType();
   useEffect(() => {

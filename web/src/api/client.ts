@@ -13,15 +13,12 @@ import type { paths as UserPaths } from './user';
 
 export const session = new Session();
 
-let signInNeeded: () => void = () => {};
-/** The app registers how to send the user to sign-in (its router knows the current place). */
-export function setSignInHandler(handler: () => void): void {
-  signInNeeded = handler;
-}
-
+// A file still being prepared (503 with Retry-After) is asked for again at most this often.
 const FILE_RETRIES = 3;
 
-export const apiFetch = createApiFetch({ session, onSignInNeeded: () => signInNeeded() });
+// When the sign-in is over, the session turns signed-out and the app's frame (Layout) sends
+// the user to sign-in with the current address: nothing more to do per request.
+export const apiFetch = createApiFetch({ session });
 
 const options = { baseUrl: window.location.origin, fetch: apiFetch };
 export const userApi = createClient<UserPaths>(options);

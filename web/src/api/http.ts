@@ -21,14 +21,14 @@ export function retryAfterSeconds(value: string | null, now = Date.now()): numbe
 
 export interface ApiFetchOptions {
   session: Session;
-  /** Called when the sign-in is over: the app sends the user to sign in, keeping the place. */
-  onSignInNeeded: () => void;
+  /** Called when the sign-in is over (the session has ended by then). */
+  onSignInNeeded?: () => void;
   sleep?: Sleep;
 }
 
 export function createApiFetch({
   session,
-  onSignInNeeded,
+  onSignInNeeded = () => {},
   sleep = realSleep,
 }: ApiFetchOptions): (input: Request) => Promise<Response> {
   return async (original: Request) => {

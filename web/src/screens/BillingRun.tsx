@@ -6,9 +6,10 @@ import { Loading } from '../components/Loading';
 import { LoadMore } from '../components/Pager';
 import { PageTitle } from '../components/PageTitle';
 import { StatusBadge } from '../components/StatusBadge';
-import { formatDate, formatDateTime, formatMoney } from '../format';
+import { formatDateTime, formatMoney } from '../format';
+import { failureText } from '../lib/failures';
 import { POLL_INTERVAL_MS } from '../lib/polling';
-import { countsText } from './BillingRuns';
+import { countsText, runTitle } from './BillingRuns';
 
 export function Component() {
   const { runId = '' } = useParams();
@@ -22,7 +23,7 @@ export function Component() {
   });
   const first = run.data?.pages[0];
   const items = run.data?.pages.flatMap((page) => page.items) ?? [];
-  const title = first ? `${first.schedule} run as of ${formatDate(first.as_of)}` : 'Billing run';
+  const title = first ? runTitle(first) : 'Billing run';
   return (
     <section>
       <PageTitle title={title}>{title}</PageTitle>
@@ -77,7 +78,7 @@ export function Component() {
                 </td>
                 <td data-label="Outcome">
                   {item.outcome ? <StatusBadge status={item.outcome} /> : <span className="muted">Not tried yet</span>}
-                  {item.reason ? <span className="reason"> {item.reason}</span> : null}
+                  {item.reason ? <span className="reason"> {failureText(item.reason)}</span> : null}
                 </td>
                 <td data-label="Attempts">{item.attempts}</td>
                 <td data-label="Next retry">{item.next_attempt_at ? formatDateTime(item.next_attempt_at) : item.final ? 'None: settled' : '—'}</td>

@@ -9,6 +9,11 @@ import { StatusBadge, statusLabel } from '../components/StatusBadge';
 import { formatDate, formatDateTime } from '../format';
 import { POLL_INTERVAL_MS } from '../lib/polling';
 
+export function runTitle(run: { schedule: string; as_of: string }): string {
+  const schedule = run.schedule.charAt(0).toUpperCase() + run.schedule.slice(1);
+  return `${schedule} run as of ${formatDate(run.as_of)}`;
+}
+
 export function countsText(counts: Record<string, number>): string {
   const parts = Object.entries(counts)
     .filter(([, count]) => count > 0)
@@ -47,7 +52,7 @@ export function Component() {
               <tr key={run.id}>
                 <td data-label="Run">
                   <Link to={`/billing-runs/${run.id}`}>
-                    {run.schedule} run as of {formatDate(run.as_of)}
+                    {runTitle(run)}
                   </Link>
                 </td>
                 <td data-label="Status">

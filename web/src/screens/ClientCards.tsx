@@ -22,8 +22,7 @@ export function ClientCardsDialog({ client, onClose }: { client: { id: number; n
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<unknown>(null);
   const [notice, setNotice] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const { submit, reset } = useIdempotentSubmit<void>();
+  const { submit, busy } = useIdempotentSubmit();
   const consentId = useId();
 
   async function save(event: React.FormEvent) {
@@ -39,24 +38,21 @@ export function ClientCardsDialog({ client, onClose }: { client: { id: number; n
     setErrors(found);
     if (Object.keys(found).length > 0) return;
     const body = { client_id: client.id, card: cardBody(card), autopay_consent: true as const };
-    setBusy(true);
     setError(null);
-    await submit(body, async (key) => {
-      try {
-        const saved = await unwrap(paymentApi.POST('/api/payment-methods', { params: { header: { 'Idempotency-Key': key } }, body }));
-        reset();
-        setCard(EMPTY_CARD);
-        setConsent(false);
-        setNotice(`Saved the card ${saved.card.number}. The monthly billing run charges it.`);
-        await queryClient.invalidateQueries({ queryKey });
-      } catch (caught) {
-        setError(caught);
-        const fields = fieldErrors(caught);
-        setErrors({ ...fields, ...fieldErrors(caught, 'card') });
-      } finally {
-        setBusy(false);
-      }
-    });
+    try {
+      const saved = await submit(body, (key) =>
+        unwrap(paymentApi.POST('/api/payment-methods', { params: { header: { 'Idempotency-Key': key } }, body })),
+      );
+      if (saved === undefined) return;
+      setCard(EMPTY_CARD);
+      setConsent(false);
+      setNotice(`Saved the card ${saved.card.number}. The monthly billing run charges it.`);
+      await queryClient.invalidateQueries({ queryKey });
+    } catch (caught) {
+      setError(caught);
+      const fields = fieldErrors(caught);
+      setErrors({ ...fields, ...fieldErrors(caught, 'card') });
+    }
   }
 
   async function remove(methodId: string) {

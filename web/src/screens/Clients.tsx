@@ -65,8 +65,7 @@ export function NewClientForm({ onCreated, bare = false }: { onCreated?: (id: nu
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<unknown>(null);
   const [created, setCreated] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const { submit, reset } = useIdempotentSubmit<void>();
+  const { submit, busy } = useIdempotentSubmit();
 
   async function onSubmit(event: React.FormEvent) {
     event.preventDefault();
@@ -75,24 +74,21 @@ export function NewClientForm({ onCreated, bare = false }: { onCreated?: (id: nu
     setCreated(null);
     if (Object.keys(found).length > 0) return;
     const body = { name: name.trim(), email: email.trim() };
-    setBusy(true);
     setError(null);
-    await submit(body, async (key) => {
-      try {
-        const client = await unwrap(invoiceApi.POST('/api/clients', { params: { header: { 'Idempotency-Key': key } }, body }));
-        reset();
-        setName('');
-        setEmail('');
-        setCreated(`${client.name} was added.`);
-        void queryClient.invalidateQueries({ queryKey: ['clients'] });
-        await onCreated?.(client.id);
-      } catch (caught) {
-        setError(caught);
-        setErrors(fieldErrors(caught));
-      } finally {
-        setBusy(false);
-      }
-    });
+    try {
+      const client = await submit(body, (key) =>
+        unwrap(invoiceApi.POST('/api/clients', { params: { header: { 'Idempotency-Key': key } }, body })),
+      );
+      if (client === undefined) return;
+      setName('');
+      setEmail('');
+      setCreated(`${client.name} was added.`);
+      void queryClient.invalidateQueries({ queryKey: ['clients'] });
+      await onCreated?.(client.id);
+    } catch (caught) {
+      setError(caught);
+      setErrors(fieldErrors(caught));
+    }
   }
 
   const form = (

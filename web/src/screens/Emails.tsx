@@ -10,6 +10,8 @@ import { StatusBadge, statusLabel } from '../components/StatusBadge';
 import { formatDateTime } from '../format';
 import { emailInFlight, POLL_INTERVAL_MS } from '../lib/polling';
 
+export const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? '' : 's'}`;
+
 const STATUSES = ['queued', 'sending', 'sent', 'delivered', 'bounced', 'failed'] as const;
 
 export function Component() {
@@ -48,7 +50,7 @@ export function Component() {
       {emails.isPending ? <Loading what="Loading emails" /> : null}
       {emails.isSuccess ? (
         <p className="muted small" role="status">
-          {status ? `${shown.length} of the ${all.length} emails loaded are ${statusLabel(status).toLowerCase()}.` : `${all.length} emails loaded.`}
+          {status ? `${shown.length} of the ${plural(all.length, 'email')} loaded ${shown.length === 1 ? 'is' : 'are'} ${statusLabel(status).toLowerCase()}.` : `${plural(all.length, 'email')} loaded.`}
         </p>
       ) : null}
       {emails.isSuccess && all.length === 0 ? <p className="muted">No email has been sent yet. Send an invoice from its page.</p> : null}

@@ -3,7 +3,8 @@ import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
 import { json, mockApi } from '../test/api';
 import { renderScreen } from '../test/render';
-import { Component as InvoiceDetail, paymentOutcome } from './InvoiceDetail';
+import { failureText, paymentOutcome } from '../lib/failures';
+import { Component as InvoiceDetail } from './InvoiceDetail';
 
 const ID = '0197a0b2-0000-7000-8000-000000000001';
 const detail = (status = 'pending') => () =>
@@ -136,7 +137,60 @@ describe('Invoice detail', () => {
     const [declined, paid] = api.callsTo(`POST /invoice/pay/${ID}`);
     expect(paymentOutcome({ status: 'failed', failure_code: 'insufficient_funds' })).toBe('declined');
     expect(paymentOutcome({ status: 'failed', failure_code: 'provider_error' })).toBe('failed');
+    expect(failureText('provider_error')).toBe('Provider error.');
     expect(JSON.parse(paid!.body)).toEqual({ number: '1234 5678 1234 5678', name: 'J Doe', expiry: '01-2040' });
     expect(paid!.headers.get('Idempotency-Key')).not.toBe(declined!.headers.get('Idempotency-Key'));
+  });
+
+  it('sends by email: a wallet too low says how to fix it; then the email appears and is followed', async () => {
+    const user = userEvent.setup();
+    const queued = {
+      id: 'send-1',
+      kind: 'invoice',
+      invoice_id: ID,
+      recipient_email: 'boss@acme.example',
+      recipient_name: 'Acme Ltd',
+      subject: 'Invoice INV-000001',
+      status: 'queued',
+      provider: null,
+      failure_reason: null,
+      attachment_filename: null,
+      created_at: '2026-11-02T10:00:00Z',
+      updated_at: '2026-11-02T10:00:00Z',
+      history: [step('queued', null, null, '2026-11-02T10:00:00Z')],
+    };
+    const api = mockApi({
+      [`GET /api/invoices/${ID}`]: detail(),
+      'GET /api/clients/7': () => json({ id: 7, name: 'Acme Ltd', email: 'billing@acme.example', created_at: '2026-11-01T10:00:00Z' }),
+      [`GET /api/invoices/${ID}/emails`]: [() => json({ items: [], next_cursor: null }), () => json({ items: [queued], next_cursor: null })],
+      'GET /api/payments': () => json({ items: [], next_cursor: null }),
+      [`POST /api/invoices/${ID}/send`]: [
+        () => json({ type: 'about:blank', title: 'Insufficient balance', status: 402, detail: 'The wallet balance is lower than the fee' }, 402),
+        () =>
+          json(
+            { send_id: 'send-1', status: 'queued', recipient: 'boss@acme.example', fee: '0.50', fee_currency: 'USD', links: { email: '/api/emails/send-1', invoice: `/api/invoices/${ID}` } },
+            202,
+          ),
+      ],
+    });
+    renderScreen(<InvoiceDetail />, { path: '/invoices/:invoiceId', at: `/invoices/${ID}` });
+    await user.click(await screen.findByRole('button', { name: 'Send by email' }));
+    const dialog = screen.getByRole('dialog', { name: 'Send invoice INV-000001' });
+    const recipient = within(dialog).getByRole('textbox', { name: 'Recipient email' });
+    await waitFor(() => expect(recipient).toHaveValue('billing@acme.example'));
+    await user.clear(recipient);
+    await user.type(recipient, 'boss@acme.example');
+    await user.type(within(dialog).getByRole('textbox', { name: 'Message (optional)' }), 'Thank you!');
+    await user.click(within(dialog).getByRole('button', { name: 'Send' }));
+    expect(await within(dialog).findByRole('alert')).toHaveTextContent('Insufficient balance. The wallet balance is lower than the fee.');
+    expect(within(dialog).getByRole('link', { name: 'Add funds to your wallet' })).toHaveAttribute('href', '/wallet');
+
+    await user.click(within(dialog).getByRole('button', { name: 'Send' }));
+    await waitFor(() => expect(screen.queryByRole('dialog')).not.toBeInTheDocument());
+    expect(screen.getByRole('status')).toHaveTextContent('The invoice is on its way to boss@acme.example. A fee of $0.50 was taken from your wallet');
+    const timeline = await screen.findByRole('region', { name: 'Emails to boss@acme.example' });
+    expect(within(timeline).getAllByText('Queued')[0]).toHaveClass('badge-busy');
+    const sends = api.callsTo(`POST /api/invoices/${ID}/send`);
+    expect(JSON.parse(sends[1]!.body)).toEqual({ to: 'boss@acme.example', message: 'Thank you!' });
   });
 });

@@ -4,7 +4,7 @@ import { Link, useParams } from 'react-router';
 import { emailApi, fetchFile, invoiceApi, paymentApi, saveFile, unwrap } from '../api/client';
 import type { components as EmailSchemas } from '../api/email';
 import type { components as InvoiceSchemas } from '../api/invoice';
-import { fieldErrors } from '../api/problem';
+import { ApiError, fieldErrors } from '../api/problem';
 import { cardBody, CardFields, type CardValues, EMPTY_CARD } from '../components/CardFields';
 import { Dialog } from '../components/Dialog';
 import { ErrorAlert } from '../components/ErrorAlert';
@@ -15,6 +15,7 @@ import { StatusBadge, statusLabel } from '../components/StatusBadge';
 import { formatDate, formatDateTime, formatMoney } from '../format';
 import { useIdempotentSubmit } from '../lib/idempotency';
 import { emailInFlight, paymentInFlight, POLL_INTERVAL_MS } from '../lib/polling';
+import { failureText, paymentOutcome } from '../lib/failures';
 import * as check from '../lib/validate';
 
 type Invoice = InvoiceSchemas['schemas']['InvoiceDetail'];
@@ -213,26 +214,6 @@ export function Component() {
       ) : null}
     </section>
   );
-}
-
-const FAILURES: Record<string, string> = {
-  declined: 'The card was declined.',
-  insufficient_funds: 'The card has insufficient funds.',
-  expired_card: 'The card has expired.',
-  invalid_card: 'The card details are not valid.',
-  invalid_expiry: 'The card expiry is not valid.',
-  invalid_name: 'The name on the card is not valid.',
-};
-
-// The bank refused the charge (nothing taken): a decline, not an error of the platform's.
-const DECLINE_CODES = new Set(['declined', 'insufficient_funds', 'card_declined']);
-
-export function paymentOutcome(payment: { status: string; failure_code?: string | null }): string {
-  return payment.status === 'failed' && payment.failure_code && DECLINE_CODES.has(payment.failure_code) ? 'declined' : payment.status;
-}
-
-function failureText(code: string): string {
-  return FAILURES[code] ?? `${statusLabel(code)}.`;
 }
 
 function InvoiceSummary({ invoice, paidWith }: { invoice: Invoice; paidWith: MaskedCard | null }) {
@@ -456,8 +437,7 @@ function SendDialog({
   const [message, setMessage] = useState('');
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const { submit } = useIdempotentSubmit<void>();
+  const { submit, busy } = useIdempotentSubmit();
   const recipient = to ?? client.data?.email ?? '';
 
   async function onSubmit(event: React.FormEvent) {
@@ -466,33 +446,36 @@ function SendDialog({
     setErrors(found as Record<string, string>);
     if (Object.keys(found).length > 0) return;
     const body = { to: recipient.trim(), ...(message.trim() ? { message: message.trim() } : {}) };
-    setBusy(true);
     setError(null);
-    await submit(body, async (key) => {
-      try {
-        const sent = await unwrap(
+    try {
+      const sent = await submit(body, (key) =>
+        unwrap(
           invoiceApi.POST('/api/invoices/{invoice_id}/send', {
             params: { path: { invoice_id: invoice.id }, header: { 'Idempotency-Key': key } },
             body,
           }),
-        );
-        onSent(
-          `The invoice is on its way to ${sent.recipient}. A fee of ${formatMoney(sent.fee, sent.fee_currency)} was taken from your wallet; it is given back if the email fails.`,
-          sent.send_id,
-        );
-      } catch (caught) {
-        setError(caught);
-        setErrors(fieldErrors(caught));
-      } finally {
-        setBusy(false);
-      }
-    });
+        ),
+      );
+      if (sent === undefined) return;
+      onSent(
+        `The invoice is on its way to ${sent.recipient}. A fee of ${formatMoney(sent.fee, sent.fee_currency)} was taken from your wallet; it is given back if the email fails.`,
+        sent.send_id,
+      );
+    } catch (caught) {
+      setError(caught);
+      setErrors(fieldErrors(caught));
+    }
   }
 
   return (
     <Dialog title={`Send invoice ${invoice.number}`} onClose={onClose}>
       <form onSubmit={onSubmit} noValidate>
         <ErrorAlert error={error} />
+        {error instanceof ApiError && error.status === 402 ? (
+          <p>
+            Sending costs a small fee from your wallet. <Link to="/wallet">Add funds to your wallet</Link>, then send again.
+          </p>
+        ) : null}
         <TextField label="Recipient email" type="email" autoComplete="email" value={recipient} onChange={(event) => setTo(event.target.value)} error={errors.to} required />
         <TextAreaField label="Message (optional)" rows={4} maxLength={2000} value={message} onChange={(event) => setMessage(event.target.value)} error={errors.message} hint="Shown above the invoice in the email." />
         <div className="button-row">
@@ -522,8 +505,7 @@ function PayDialog({
   const [card, setCard] = useState<CardValues>(EMPTY_CARD);
   const [errors, setErrors] = useState<Partial<Record<keyof CardValues, string>>>({});
   const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const { submit } = useIdempotentSubmit<void>();
+  const { submit, busy } = useIdempotentSubmit();
 
   async function onSubmit(event: React.FormEvent) {
     event.preventDefault();
@@ -535,25 +517,23 @@ function PayDialog({
     if (Object.keys(found).length > 0) return;
     const { number, name, expiry } = cardBody(card);
     const body = { number, name, expiry };
-    setBusy(true);
     setError(null);
-    await submit(body, async (key) => {
-      try {
-        const paid = await unwrap(
+    try {
+      const paid = await submit(body, (key) =>
+        unwrap(
           invoiceApi.POST('/invoice/pay/{invoice_id}', {
             params: { path: { invoice_id: invoice.id }, header: { 'Idempotency-Key': key } },
             body,
           }),
-        );
-        onPaid(paid.card ?? undefined);
-      } catch (caught) {
-        setError(caught);
-        setErrors({ ...fieldErrors(caught), ...fieldErrors(caught, 'card') });
-        onFailed();
-      } finally {
-        setBusy(false);
-      }
-    });
+        ),
+      );
+      if (paid === undefined) return;
+      onPaid(paid.card ?? undefined);
+    } catch (caught) {
+      setError(caught);
+      setErrors({ ...fieldErrors(caught), ...fieldErrors(caught, 'card') });
+      onFailed();
+    }
   }
 
   return (

@@ -173,7 +173,7 @@ export function Component() {
       {page ? (
         <>
           <p className="sr-only" role="status">
-            {page.items.length === 0 ? 'No invoices.' : `${page.items.length} invoices shown.`}
+            {page.items.length === 0 ? 'No invoices.' : `${page.items.length} ${page.items.length === 1 ? 'invoice' : 'invoices'} shown.`}
           </p>
           {page.items.length === 0 ? (
             <div className="empty">

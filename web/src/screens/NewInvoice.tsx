@@ -104,8 +104,7 @@ export function Component() {
   const [form, setForm] = useState<InvoiceForm>({ client_id: '', description: '', currency: '', due_date: '', lines: [{ ...EMPTY_LINE }] });
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const { submit } = useIdempotentSubmit<void>();
+  const { submit, busy } = useIdempotentSubmit();
 
   const cents = form.lines.map(lineCents);
   const total = cents.every((value) => value !== null) ? cents.reduce<number>((sum, value) => sum + (value ?? 0), 0) : null;
@@ -124,20 +123,18 @@ export function Component() {
       return;
     }
     const body = invoiceBody(form);
-    setBusy(true);
     setError(null);
-    await submit(body, async (key) => {
-      try {
-        const created = await unwrap(invoiceApi.POST('/api/invoices', { params: { header: { 'Idempotency-Key': key } }, body }));
-        void queryClient.invalidateQueries({ queryKey: ['invoices'] });
-        navigate(`/invoices/${created.id}`);
-      } catch (caught) {
-        setError(caught);
-        setErrors(fieldErrors(caught));
-      } finally {
-        setBusy(false);
-      }
-    });
+    try {
+      const created = await submit(body, (key) =>
+        unwrap(invoiceApi.POST('/api/invoices', { params: { header: { 'Idempotency-Key': key } }, body })),
+      );
+      if (created === undefined) return;
+      void queryClient.invalidateQueries({ queryKey: ['invoices'] });
+      navigate(`/invoices/${created.id}`);
+    } catch (caught) {
+      setError(caught);
+      setErrors(fieldErrors(caught));
+    }
   }
 
   return (

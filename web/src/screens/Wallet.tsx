@@ -96,8 +96,7 @@ function TopupForm() {
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<unknown>(null);
   const [done, setDone] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const { submit, reset } = useIdempotentSubmit<void>();
+  const { submit, busy } = useIdempotentSubmit();
 
   async function onSubmit(event: React.FormEvent) {
     event.preventDefault();
@@ -118,28 +117,25 @@ function TopupForm() {
     setErrors(found);
     if (Object.keys(found).length > 0) return;
     const body = { amount: amount.trim(), currency, card: cardBody(card) };
-    setBusy(true);
     setError(null);
-    await submit(body, async (key) => {
-      try {
-        const topup = await unwrap(paymentApi.POST('/api/wallet/topups', { params: { header: { 'Idempotency-Key': key } }, body }));
-        reset();
-        setAmount('');
-        setCard(EMPTY_CARD);
-        setDone(
-          `Added ${formatMoney(topup.transaction.amount, topup.transaction.currency)} with the card ${topup.payment.card.number}. Balance: ${formatMoney(topup.balance.balance, topup.balance.currency)}.`,
-        );
-        // The balance and history shown are refetched now, not on the next visit.
-        await queryClient.invalidateQueries({ queryKey: ['wallet'] });
-        void queryClient.invalidateQueries({ queryKey: ['me'] });
-        void queryClient.invalidateQueries({ queryKey: ['payments'] });
-      } catch (caught) {
-        setError(caught);
-        setErrors(fieldErrors(caught));
-      } finally {
-        setBusy(false);
-      }
-    });
+    try {
+      const topup = await submit(body, (key) =>
+        unwrap(paymentApi.POST('/api/wallet/topups', { params: { header: { 'Idempotency-Key': key } }, body })),
+      );
+      if (topup === undefined) return;
+      setAmount('');
+      setCard(EMPTY_CARD);
+      setDone(
+        `Added ${formatMoney(topup.transaction.amount, topup.transaction.currency)} with the card ${topup.payment.card.number}. Balance: ${formatMoney(topup.balance.balance, topup.balance.currency)}.`,
+      );
+      // The balance and history shown are refetched now, not on the next visit.
+      await queryClient.invalidateQueries({ queryKey: ['wallet'] });
+      void queryClient.invalidateQueries({ queryKey: ['me'] });
+      void queryClient.invalidateQueries({ queryKey: ['payments'] });
+    } catch (caught) {
+      setError(caught);
+      setErrors(fieldErrors(caught));
+    }
   }
 
   const cardErrors = Object.fromEntries(
