@@ -63,10 +63,9 @@ test('the invoice list filters, sorts, pages and exports as the owner asks', asy
   await expect(page).toHaveURL(/[?&]client_name=acme/);
   await page.getByLabel('Sort by').selectOption({ label: 'Client, A to Z' });
   await expect(page).toHaveURL(/order_by=client_name&order_dir=asc/);
-  await expect(rows).toHaveCount(16); // 8 of each Acme
-  const names = await column('Client').allTextContents();
-  expect(names).toEqual([...names].sort((a, b) => a.localeCompare(b)));
-  expect(new Set(names)).toEqual(new Set(['Acme Holdings', 'Acme Ltd']));
+  // Retried until the new page replaces the previous one (kept on screen while it loads).
+  const acmeByName = [...Array(8).fill('Acme Holdings'), ...Array(8).fill('Acme Ltd')];
+  await expect(column('Client')).toHaveText(acmeByName);
   await review('invoices-filtered');
 
   // The back button returns to the previous sort, a reload keeps what the URL says.
@@ -77,7 +76,7 @@ test('the invoice list filters, sorts, pages and exports as the owner asks', asy
   await page.reload();
   await expect(page.getByLabel('Client name')).toHaveValue('acme');
   await expect(page.getByLabel('Sort by')).toHaveValue('client_name:asc');
-  await expect(rows).toHaveCount(16);
+  await expect(column('Client')).toHaveText(acmeByName);
 
   // A due date, shown as that same date in Los Angeles; sorted by status (the column's header).
   await page.getByLabel('Due on').fill('2031-02-28');
@@ -89,9 +88,9 @@ test('the invoice list filters, sorts, pages and exports as the owner asks', asy
     await page.getByRole('button', { name: 'Status' }).click();
   }
   await expect(page).toHaveURL(/order_by=status&order_dir=asc/);
+  // Pending before Void (the stored statuses' order), ties by client name.
+  await expect(column('Status')).toHaveText([...Array(5).fill('Pending'), 'Void']);
   await expect(column('Due date')).toHaveText(Array(6).fill(SHOWN_DATES['2031-02-28']));
-  const statuses = await column('Status').allTextContents();
-  expect(statuses).toEqual([...statuses].sort());
 
   // The export holds what the filters show, every page of it.
   const [download] = await Promise.all([
