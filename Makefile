@@ -190,3 +190,33 @@ web-test: setup web-setup
 	cd web && npm run --silent test
 	cd web && npm run --silent build
 	cd web && npm run --silent size
+
+# --- the web app: served by the gateway, tested end to end in a browser ----------------------
+
+# The end-to-end tests' browser: Debian's Chromium (Playwright downloads none), or the one
+# CHROMIUM_PATH names (CI's runner, whose Ubuntu has Chromium only as a snap).
+.PHONY: chromium web-build web-e2e bench-web
+chromium:
+	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || { \
+		echo "Installing Debian's Chromium for the end-to-end tests ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The app as the gateway serves it (web/dist); `make run` serves it once built.
+web-build: web-setup
+	cd web && npm run build
+
+# Playwright through the gateway against the whole suite on free ports (web/e2e/README.md);
+# screenshots of every screen land in web/e2e-artifacts/.
+web-e2e: setup chromium web-build
+	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
+	cd web && npx tsc --noEmit -p e2e
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm run e2e
+
+# Filter change to rows shown in the browser, beside the API's own time (docs/benchmarks.md).
+bench-web: setup chromium web-build
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_web.py
+
+run: web-build
+test: web-e2e

@@ -121,6 +121,17 @@ def broker() -> None:
     )
 
 
+def web_static_root() -> Path:
+    """The files the gateway serves at /: GATEWAY_STATIC_ROOT when set, else the built web
+    app (`make web-build` writes web/dist), else the placeholder page."""
+    from common.testing.gateway import GATEWAY_DIR
+
+    if named := os.environ.get("GATEWAY_STATIC_ROOT"):
+        return Path(named).resolve()
+    built = ROOT / "web" / "dist"
+    return built if (built / "index.html").exists() else GATEWAY_DIR / "static"
+
+
 def gateway() -> None:
     """Run the nginx gateway in the foreground in front of the local services."""
     from common.testing.gateway import GatewayConfig, nginx_binary, render
@@ -136,11 +147,16 @@ def gateway() -> None:
         payment_upstream=upstream("PAYMENT", "127.0.0.1:8103"),
         email_upstream=upstream("EMAIL", "127.0.0.1:8105"),
         sync_upstream=upstream("SYNC", "127.0.0.1:8104"),
+        static_root=web_static_root(),
     )
     run_dir = ROOT / ".run" / "gateway"
     main_conf = render(config, run_dir)
     binary = nginx_binary()
-    print(f"gateway on http://127.0.0.1:{config.port}/ (logs in {run_dir})", flush=True)
+    print(
+        f"gateway on http://127.0.0.1:{config.port}/ serving {config.static_root} "
+        f"(logs in {run_dir})",
+        flush=True,
+    )
     os.execv(  # noqa: S606 - Debian's nginx with our rendered configuration, no shell involved
         binary,
         [binary, "-p", str(run_dir), "-c", str(main_conf), "-e", str(run_dir / "error.log")],
