@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from sqlalchemy import exc as sa_exc
 from starlette.routing import Match
 
 from common.logging import get_logger
@@ -139,7 +140,37 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, title, str(exc.detail), headers=headers or None)
 
 
-async def _handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+# How long a client waits before trying again when the database could not be reached: a
+# connection lost or refused (a restart, a failover, a network blip) is usually back in a
+# second or two, and every client retrying at once should not all come back in the same one.
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for a failure to reach the database, as opposed to a wrong statement or a broken
+    constraint: the connection lost or refused, the pool out of connections in time, a lock
+    wait or deadlock the server gave up on. Nothing was committed; the same request may be
+    sent again."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection in time
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
+        )
+    return isinstance(exc, ConnectionError)
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if database_unavailable(exc):
+        # A dependency outage, not a bug: 503 with Retry-After, which clients and the gateway
+        # treat as "try again" (a keyed POST answered 5xx keeps nothing: common.idempotency).
+        log.warning("database_unavailable", error_type=type(exc).__name__, path=request.url.path)
+        return problem_response(
+            503,
+            "Service unavailable",
+            "The database could not be reached; try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     log.exception("unhandled_error", error_type=type(exc).__name__)
     return problem_response(500, "Internal error", "The request could not be completed")
 
