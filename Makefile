@@ -165,3 +165,10 @@ $(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.jso
 .PHONY: s3rver
 s3rver: $(S3RVER)
 pytest: $(S3RVER)
+
+# The fault drill (docs/reliability.md): the whole suite under traffic and faults for DURATION
+# seconds, then every record reconciled; exits non-zero on anything lost or doubled.
+DURATION ?= 180
+.PHONY: drill
+drill: setup $(S3RVER)
+	$(BIN)/python scripts/drill.py --duration $(DURATION)

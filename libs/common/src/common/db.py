@@ -50,6 +50,9 @@ _LAST_USED = "last_used"
 # Set in the ASGI scope of a request that opened a write session (SessionDep): a GET that
 # writes (a sign-in's callback) is not run again by common.middleware.RetryReadMiddleware.
 WRITE_SESSION_OPENED = "ledgerline.write_session_opened"
+# Set by common.idempotency to a list in the ASGI scope of a keyed POST: the request's write
+# session is appended to it uncommitted, and committed with the stored answer.
+COMMIT_WITH_ANSWER = "ledgerline.commit_with_answer"
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
@@ -170,16 +173,31 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed when the endpoint returns, before the reply."""
+    """One transaction per request, committed when the endpoint returns, before the reply.
+
+    A POST with an Idempotency-Key is the exception: its transaction is flushed (so a broken
+    constraint still fails the request here) and handed to common.idempotency, which commits
+    it together with the stored answer. A process that dies in between then leaves neither
+    the request's effects nor its answer, and a retry runs it once."""
     request.scope[WRITE_SESSION_OPENED] = True  # such a request is not run again on failure
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
+    handover: list[AsyncSession] | None = request.scope.get(COMMIT_WITH_ANSWER)
+    session = sessionmaker()
+    handed_over = False
+    try:
+        yield session
+        if handover is not None:
+            await session.flush()
+            handover.append(session)
+            handed_over = True
+        else:
             await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        if not handed_over:
+            await session.close()
 
 
 # scope="function" makes the commit run before the response is sent, so a failed commit

@@ -5,8 +5,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from common.logging import get_logger
@@ -146,17 +146,28 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
 DATABASE_RETRY_AFTER_SECONDS = 2
 
 
+# MySQL's error numbers for a server that could not be reached or gave up on the transaction:
+# can't connect (2002, 2003), gone away or lost mid-query (2006, 2013, 2055), too many
+# connections (1040), shutting down (1053), aborted or killed connections (1152, 1927), network
+# read/write failures (1158-1161), lock wait timeout and deadlock (1205, 1213), disconnected
+# for inactivity (4031).
+UNAVAILABLE_ERRORS = frozenset(
+    {1040, 1053, 1152, 1158, 1159, 1160, 1161, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+)
+
+
 def database_unavailable(exc: BaseException) -> bool:
-    """True for a failure to reach the database, as opposed to a wrong statement or a broken
-    constraint: the connection lost or refused, the pool out of connections in time, a lock
-    wait or deadlock the server gave up on. Nothing was committed; the same request may be
-    sent again."""
+    """True for a failure to reach the database, as opposed to a wrong statement, a broken
+    constraint or a trigger's refusal: the connection lost or refused, the pool out of
+    connections in time, a lock wait or deadlock the server gave up on. Nothing was
+    committed; the same request may be sent again."""
     if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection in time
         return True
     if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
-        )
+        if exc.connection_invalidated:
+            return True
+        code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+        return isinstance(code, int) and code in UNAVAILABLE_ERRORS
     return isinstance(exc, ConnectionError)
 
 
