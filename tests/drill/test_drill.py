@@ -1,0 +1,28 @@
+"""The fault drill, short: 30 seconds of traffic from a few owners while every API and worker
+is killed once, the broker and MariaDB restart and the providers fail; nothing accepted may be
+lost or doubled (scripts/drill.py, docs/reliability.md)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_a_short_drill_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY / "scripts" / "drill.py"),
+            *("--duration", "30", "--owners", "6", "--drain", "90"),
+            *("--run-dir", str(tmp_path / "drill")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    print(done.stdout[-6000:])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
