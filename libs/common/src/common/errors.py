@@ -53,6 +53,17 @@ class Unauthorized(ProblemError):
         self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
+class ServiceUnavailable(ProblemError):
+    """Something the request needs is down for now; `Retry-After` says when to try again."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 2, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class PayloadTooLarge(ProblemError):
     status = 413
     title = "Payload too large"

@@ -46,7 +46,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.auth import ClosedAccounts, TokenVerifier
+from common.auth import ClosedAccounts, KeysUnavailable, TokenVerifier
 from common.db import COMMIT_WITH_ANSWER, BinaryUUID
 from common.errors import (
     DATABASE_RETRY_AFTER_SECONDS,
@@ -165,7 +165,19 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         key = next((value for name, value in scope["headers"] if name == _KEY_HEADER_NAME), None)
-        owner_id = await _owner_of(scope) if key is not None else None
+        try:
+            owner_id = await _owner_of(scope) if key is not None else None
+        except KeysUnavailable as unavailable:
+            # The token cannot be checked now: neither run the request without its key nor
+            # answer 401 for a token that may be good.
+            response = problem_response(
+                unavailable.status,
+                unavailable.title,
+                unavailable.detail,
+                headers=unavailable.headers,
+            )
+            await response(scope, receive, send)
+            return
         if key is None or owner_id is None:
             await self.app(scope, receive, send)
             return
