@@ -325,8 +325,9 @@ def drill_schedule(stack: Stack, duration: float) -> FaultSchedule:
     """Every API and worker killed once (SIGKILL, restarted a second later); the broker and the
     database stopped and started again; each provider down or slow; the network between the
     services and MySQL, the broker and the providers slow and lossy. Spread over the first
-    four fifths of `duration`, the rest left for recovery under traffic."""
-    window = duration * 0.8
+    four fifths of `duration` after a warm-up, the rest left for recovery under traffic."""
+    warmup = min(15.0, duration * 0.1)  # flows under way before anything breaks
+    window = duration * 0.8 - warmup
     faults: list[Fault] = []
     processes = stack.processes()
     names = list(processes)
@@ -366,6 +367,8 @@ def drill_schedule(stack: Stack, duration: float) -> FaultSchedule:
         proxy_resets(stack.mail_proxy, 0.3 * window, short, rate=0.3),
         proxy_down(stack.platform_proxy, 0.6 * window, short),
     ]
+    for fault in faults:
+        fault.at += warmup
     return FaultSchedule(faults)
 
 
