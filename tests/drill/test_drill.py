@@ -8,10 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from common.testing.durable import MARIADB_DAEMON
+from common.testing.servers import use_containers
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.e2e
+@pytest.mark.skipif(
+    use_containers() or not MARIADB_DAEMON.exists(),
+    # The drill kills and restarts a MariaDB server of its own: it needs mariadbd on the
+    # machine, which the testcontainers backend (GitHub Actions) does not have.
+    reason="the drill runs its own mariadbd, not installed here",
+)
 def test_a_short_drill_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
     done = subprocess.run(
         [
