@@ -68,6 +68,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "reset", _end_open_transaction)
     _ping_only_when_idle(engine)
+    _connect_failures_as_errors(engine)
     return engine
 
 
@@ -92,7 +93,31 @@ def create_read_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "connect", _read_only)
     _ping_only_when_idle(engine)
+    _connect_failures_as_errors(engine)
     return engine
+
+
+def _connect_failures_as_errors(engine: AsyncEngine) -> None:
+    """A connection refused halfway is a lost connection, as the driver should say.
+
+    asyncmy reads the socket's options right after connecting; a connection the server (or
+    the network) resets at that moment raises a bare RuntimeError ("Transport does not expose
+    socket instance") instead of a database error, so it was not recognised as a database
+    outage and became a 500. Raised as MySQL's 2013 (lost connection) instead, SQLAlchemy
+    treats it as a disconnect and the request is answered 503 with Retry-After."""
+    dialect = engine.sync_engine.dialect
+
+    def connect(
+        _dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: dict[str, Any]
+    ) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except RuntimeError as error:
+            raise dialect.loaded_dbapi.OperationalError(
+                2013, f"Lost connection to MySQL server while connecting ({error})"
+            ) from error
+
+    event.listen(engine.sync_engine, "do_connect", connect)
 
 
 def _read_only(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
