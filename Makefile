@@ -220,3 +220,20 @@ bench-web: setup chromium web-build
 
 run: web-build
 test: web-e2e
+# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
+# across a restart (docs/reliability.md). Node and npm come with the machine.
+S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
+$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
+	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: s3rver
+s3rver: $(S3RVER)
+pytest: $(S3RVER)
+
+# The fault drill (docs/reliability.md): the whole suite under traffic and faults for DURATION
+# seconds, then every record reconciled; exits non-zero on anything lost or doubled.
+DURATION ?= 180
+.PHONY: drill
+drill: setup $(S3RVER)
+	$(BIN)/python scripts/drill.py --duration $(DURATION)

@@ -28,6 +28,7 @@ from common.kafka import (
     create_consumer,
     create_producer,
     ensure_topics,
+    rewind_partitions_past_their_end,
 )
 from common.logging import get_logger
 from common.outbox import utcnow
@@ -143,6 +144,7 @@ class EventConsumer:
                     fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
                     records = [record for batch in fetched.values() for record in batch]
                     if not records:
+                        await rewind_partitions_past_their_end(consumer, self.name)
                         continue
                     handled = await self._process_all(records, producer, stop)
                     if handled:

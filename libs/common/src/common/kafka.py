@@ -55,6 +55,39 @@ def create_consumer(
     return consumer
 
 
+async def rewind_partitions_past_their_end(consumer: AIOKafkaConsumer, name: str) -> int:
+    """Read again from the start every assigned partition whose position is past its high
+    watermark; how many were rewound.
+
+    The broker lost the partition's tail while the group's committed offset stayed (the dev
+    broker's S3 engine, killed, came back with its offsets lower than before and gave the
+    new records offsets the group had already committed past; on Apache Kafka an unclean
+    leader election does the same). Waiting at the old offset would skip every new record up
+    to it: an event lost. Apache Kafka answers such a fetch OFFSET_OUT_OF_RANGE and the
+    consumer starts over as `auto_offset_reset` says; the dev broker does not, so the
+    consumer looks itself, after an empty fetch (which carries the watermark). Reading from
+    the start again is safe: the inbox skips what was handled.
+    """
+    rewound = 0
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = await consumer.position(tp)
+        if position > highwater:
+            log.warning(
+                "partition_rewound",
+                consumer=name,
+                topic=tp.topic,
+                partition=tp.partition,
+                position=position,
+                highwater=highwater,
+            )
+            await consumer.seek_to_beginning(tp)
+            rewound += 1
+    return rewound
+
+
 async def ensure_topics(
     bootstrap_servers: str, topics: list[str], partitions: int = DEFAULT_PARTITIONS
 ) -> None:
