@@ -1,7 +1,9 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { Suspense, useEffect, useRef, useState } from 'react';
 import { Navigate, NavLink, Outlet, useLocation, useNavigate, useNavigationType } from 'react-router';
-import { session } from './api/client';
+import { session, unwrap, userApi } from './api/client';
+import { Dialog } from './components/Dialog';
+import { ErrorAlert } from './components/ErrorAlert';
 import { Loading } from './components/Loading';
 import { OfflineBanner } from './components/OfflineBanner';
 import { useSession } from './useSession';
@@ -23,6 +25,7 @@ export function Layout() {
   const navigate = useNavigate();
   const queryClient = useQueryClient();
   const [menuOpen, setMenuOpen] = useState(false);
+  const [confirmEverywhere, setConfirmEverywhere] = useState(false);
   const here = `${location.pathname}${location.search}`;
   const main = useRef<HTMLElement>(null);
   const firstRender = useRef(true);
@@ -54,6 +57,12 @@ export function Layout() {
 
   async function signOut() {
     await session.signOut().catch(() => undefined);
+    queryClient.clear();
+    navigate('/sign-in', { replace: true });
+  }
+
+  function signedOutEverywhere() {
+    session.end(false);
     queryClient.clear();
     navigate('/sign-in', { replace: true });
   }
@@ -90,9 +99,17 @@ export function Layout() {
                 Sign out
               </button>
             </li>
+            <li>
+              <button type="button" className="nav-button" onClick={() => setConfirmEverywhere(true)}>
+                Sign out everywhere
+              </button>
+            </li>
           </ul>
         </nav>
       </header>
+      {confirmEverywhere ? (
+        <SignOutEverywhereDialog onClose={() => setConfirmEverywhere(false)} onDone={signedOutEverywhere} />
+      ) : null}
       <OfflineBanner />
       <main id="main" ref={main} tabIndex={-1}>
         <Suspense fallback={<Loading />}>
@@ -100,5 +117,45 @@ export function Layout() {
         </Suspense>
       </main>
     </>
+  );
+}
+
+/**
+ * Confirms signing out in every browser and on every device. Until the user service has
+ * answered, this browser stays signed in: a failure is shown, never taken for success.
+ */
+function SignOutEverywhereDialog({ onClose, onDone }: { onClose: () => void; onDone: () => void }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+
+  async function confirm() {
+    setBusy(true);
+    setError(null);
+    try {
+      await unwrap(userApi.POST('/api/auth/logout-all'));
+    } catch (caught) {
+      setError(caught);
+      setBusy(false);
+      return;
+    }
+    onDone();
+  }
+
+  return (
+    <Dialog title="Sign out everywhere?" onClose={onClose}>
+      <ErrorAlert error={error} prefix="You are still signed in." />
+      <p>
+        This signs you out in every browser and on every device, this one included. A device that is open right now
+        keeps working for up to 15 minutes, then asks to sign in again.
+      </p>
+      <div className="button-row">
+        <button type="button" className="button-primary" onClick={confirm} disabled={busy}>
+          {busy ? 'Signing out…' : 'Sign out everywhere'}
+        </button>
+        <button type="button" className="button-secondary" onClick={onClose}>
+          Cancel
+        </button>
+      </div>
+    </Dialog>
   );
 }
