@@ -205,7 +205,8 @@ async def test_logout_all_revokes_every_sign_in_of_the_user_and_no_one_elses(
 
     assert out.status_code == 204
     cleared = out.headers["set-cookie"]
-    assert cleared.startswith("ledgerline_refresh=") and "Path=/api/auth" in cleared
+    assert cleared.startswith("ledgerline_refresh=")
+    assert "Path=/api/auth" in cleared
     assert "Max-Age=0" in cleared
     assert_problem(await _refresh(browser, this_browser["refresh_token"]), 401)
     assert_problem(await _refresh(browser, rotated.json()["refresh_token"]), 401)

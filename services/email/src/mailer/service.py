@@ -310,9 +310,7 @@ async def list_messages(
             )
         except (KeyError, TypeError, ValueError):
             raise InvalidInput("The cursor is not one this API issued", field="cursor") from None
-    rows = await repository.list_messages(
-        session, owner_id, invoice_id, wanted, after, limit + 1
-    )
+    rows = await repository.list_messages(session, owner_id, invoice_id, wanted, after, limit + 1)
     next_cursor = None
     if len(rows) > limit:
         last, _ = rows[limit - 1]
