@@ -58,7 +58,7 @@ describe('Layout', () => {
     const user = userEvent.setup();
 
     await user.click(screen.getByRole('button', { name: 'Sign out everywhere' }));
-    const dialog = screen.getByRole('dialog', { name: 'Sign out everywhere?' });
+    const dialog = await screen.findByRole('dialog', { name: 'Sign out everywhere?' });
     expect(api.callsTo('POST /api/auth/logout-all')).toHaveLength(0);
     await user.click(within(dialog).getByRole('button', { name: 'Sign out everywhere' }));
 
@@ -82,7 +82,7 @@ describe('Layout', () => {
     const user = userEvent.setup();
 
     await user.click(screen.getByRole('button', { name: 'Sign out everywhere' }));
-    await user.click(within(screen.getByRole('dialog')).getByRole('button', { name: 'Sign out everywhere' }));
+    await user.click(within(await screen.findByRole('dialog')).getByRole('button', { name: 'Sign out everywhere' }));
 
     expect(await screen.findByRole('alert')).toHaveTextContent('You are still signed in.');
     expect(api.callsTo('POST /api/auth/logout-all')).toHaveLength(1);

@@ -1,12 +1,13 @@
 import { useQueryClient } from '@tanstack/react-query';
-import { Suspense, useEffect, useRef, useState } from 'react';
+import { lazy, Suspense, useEffect, useRef, useState } from 'react';
 import { Navigate, NavLink, Outlet, useLocation, useNavigate, useNavigationType } from 'react-router';
-import { session, unwrap, userApi } from './api/client';
-import { Dialog } from './components/Dialog';
-import { ErrorAlert } from './components/ErrorAlert';
+import { session } from './api/client';
 import { Loading } from './components/Loading';
 import { OfflineBanner } from './components/OfflineBanner';
 import { useSession } from './useSession';
+
+// Loaded when first opened: the dialog stays out of the bundle every first visit downloads.
+const SignOutEverywhereDialog = lazy(() => import('./components/SignOutEverywhere'));
 
 const NAV = [
   ['/invoices', 'Invoices'],
@@ -108,7 +109,9 @@ export function Layout() {
         </nav>
       </header>
       {confirmEverywhere ? (
-        <SignOutEverywhereDialog onClose={() => setConfirmEverywhere(false)} onDone={signedOutEverywhere} />
+        <Suspense fallback={null}>
+          <SignOutEverywhereDialog onClose={() => setConfirmEverywhere(false)} onDone={signedOutEverywhere} />
+        </Suspense>
       ) : null}
       <OfflineBanner />
       <main id="main" ref={main} tabIndex={-1}>
@@ -120,42 +123,3 @@ export function Layout() {
   );
 }
 
-/**
- * Confirms signing out in every browser and on every device. Until the user service has
- * answered, this browser stays signed in: a failure is shown, never taken for success.
- */
-function SignOutEverywhereDialog({ onClose, onDone }: { onClose: () => void; onDone: () => void }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-
-  async function confirm() {
-    setBusy(true);
-    setError(null);
-    try {
-      await unwrap(userApi.POST('/api/auth/logout-all'));
-    } catch (caught) {
-      setError(caught);
-      setBusy(false);
-      return;
-    }
-    onDone();
-  }
-
-  return (
-    <Dialog title="Sign out everywhere?" onClose={onClose}>
-      <ErrorAlert error={error} prefix="You are still signed in." />
-      <p>
-        This signs you out in every browser and on every device, this one included. A device that is open right now
-        keeps working for up to 15 minutes, then asks to sign in again.
-      </p>
-      <div className="button-row">
-        <button type="button" className="button-primary" onClick={confirm} disabled={busy}>
-          {busy ? 'Signing out…' : 'Sign out everywhere'}
-        </button>
-        <button type="button" className="button-secondary" onClick={onClose}>
-          Cancel
-        </button>
-      </div>
-    </Dialog>
-  );
-}
