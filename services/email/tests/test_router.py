@@ -3,12 +3,15 @@ emails; another user's emails are invisible."""
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from fastapi import FastAPI
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from common.outbox import utcnow
 from common.testing.identity import TestIssuer
 from common.testing.s3 import S3Server
 from mailer.dispatcher import Dispatcher
@@ -245,3 +248,65 @@ async def test_an_unknown_status_is_a_problem_naming_the_parameter(
         body = response.json()
         assert "status" in body["detail"]
         assert all(e["field"].startswith("status") for e in body["errors"])
+
+
+async def test_the_status_filter_reads_its_index_in_order(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    app: FastAPI,
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    owner: uuid.UUID,
+) -> None:
+    """A few bounces among many delivered emails, as an owner's mailbox looks: the page is
+    read from (owner_id, status, created_at, id), in order, not by sorting the owner's
+    emails."""
+    start = utcnow()
+    async with sessionmaker() as session, session.begin():
+        for n in range(400):
+            moment = start - timedelta(minutes=n)
+            session.add(
+                Message(
+                    id=uuid.uuid4(),
+                    owner_id=owner,
+                    kind="invoice",
+                    recipient_email="client@example.com",
+                    recipient_name="Client",
+                    sender_name="Owner",
+                    subject=f"Invoice {n}",
+                    text_body="",
+                    html_body="",
+                    status=MessageStatus.BOUNCED if n % 20 == 0 else MessageStatus.DELIVERED,
+                    next_attempt_at=moment,
+                    requested_at=moment,
+                    created_at=moment,
+                    updated_at=moment,
+                )
+            )
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM messages" in statement:
+            statements.append((statement, parameters))
+
+    engine: AsyncEngine = app.state.read_engine
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        first = await api.get("/api/emails", headers=auth, params={"status": "bounced", "limit": 5})
+        assert [item["status"] for item in first.json()["items"]] == ["bounced"] * 5
+        await api.get(
+            "/api/emails",
+            headers=auth,
+            params={"status": "bounced", "limit": 5, "cursor": first.json()["next_cursor"]},
+        )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+
+    assert len(statements) == 2
+    async with engine.connect() as connection:
+        for statement, parameters in statements:
+            result = await connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            plan = [dict(row._mapping) for row in result]
+            messages = [row for row in plan if row["table"] == "messages"]
+            assert len(messages) == 1, plan
+            assert messages[0]["key"] == "ix_messages_owner_id_status_created_at_id", plan
+            assert "filesort" not in (messages[0]["Extra"] or ""), plan
