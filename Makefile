@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 # Every package of the workspace: a new service or library is type-checked once it has a src/.
 TYPED := $(wildcard libs/*/src services/*/src simulators/src)
 GATEWAY_PORT := 8100
+# How many processes of every API and worker `make run` starts (deploy/local/Procfile, scaled
+# by scripts/devstack.py procfile: replica r of an API on its port + 10 * (r - 1)).
+SCALE ?= 1
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -71,8 +74,11 @@ run: setup
 	@echo "Billing API:   http://127.0.0.1:9100/v1/invoices  (the billing platform's simulator, docs/billing_api.md)"
 	@echo "Sync:          http://127.0.0.1:8104/docs  (connect a billing platform: docs/sync.md)"
 	@echo "A token:       make token SUB=alice@example.com"
+	@echo "Processes:     $(SCALE) of every API and worker (make run SCALE=2: docs/deploy.md)"
 	@echo
-	$(BIN)/honcho start -f deploy/local/Procfile -d .
+	@mkdir -p .run
+	$(BIN)/python scripts/devstack.py procfile --scale $(SCALE) > .run/Procfile
+	$(BIN)/honcho start -f .run/Procfile -d .
 
 # Signs in at the local mock provider through the gateway, the way a browser does.
 token: setup
@@ -184,3 +190,50 @@ web-test: setup web-setup
 	cd web && npm run --silent test
 	cd web && npm run --silent build
 	cd web && npm run --silent size
+
+# --- the web app: served by the gateway, tested end to end in a browser ----------------------
+
+# The end-to-end tests' browser: Debian's Chromium (Playwright downloads none), or the one
+# CHROMIUM_PATH names (CI's runner, whose Ubuntu has Chromium only as a snap).
+.PHONY: chromium web-build web-e2e bench-web
+chromium:
+	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || { \
+		echo "Installing Debian's Chromium for the end-to-end tests ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The app as the gateway serves it (web/dist); `make run` serves it once built.
+web-build: web-setup
+	cd web && npm run build
+
+# Playwright through the gateway against the whole suite on free ports (web/e2e/README.md);
+# screenshots of every screen land in web/e2e-artifacts/.
+web-e2e: setup chromium web-build
+	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
+	cd web && npx tsc --noEmit -p e2e
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm run e2e
+
+# Filter change to rows shown in the browser, beside the API's own time (docs/benchmarks.md).
+bench-web: setup chromium web-build
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_web.py
+
+run: web-build
+test: web-e2e
+# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
+# across a restart (docs/reliability.md). Node and npm come with the machine.
+S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
+$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
+	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: s3rver
+s3rver: $(S3RVER)
+pytest: $(S3RVER)
+
+# The fault drill (docs/reliability.md): the whole suite under traffic and faults for DURATION
+# seconds, then every record reconciled; exits non-zero on anything lost or doubled.
+DURATION ?= 180
+.PHONY: drill
+drill: setup $(S3RVER)
+	$(BIN)/python scripts/drill.py --duration $(DURATION)

@@ -394,11 +394,21 @@ async def seed(schema: str, plan: SeedPlan) -> Seed:
         queue: asyncio.Queue[list[Row] | None] = asyncio.Queue(maxsize=2)
 
         async def load(connection: Any) -> None:
+            # After a failure it still empties the queue, so the loop below never waits on a
+            # full one; the gather then raises the failure.
+            failure: Exception | None = None
             async with connection.cursor() as cursor:
                 cursor.max_stmt_length = 4 * 1024 * 1024
                 while (rows := await queue.get()) is not None:
-                    await cursor.executemany(INSERT_INVOICE, rows)
-                    await connection.commit()
+                    if failure is not None:
+                        continue
+                    try:
+                        await cursor.executemany(INSERT_INVOICE, rows)
+                        await connection.commit()
+                    except Exception as exc:
+                        failure = exc
+            if failure is not None:
+                raise failure
 
         workers = [asyncio.create_task(load(loader)) for loader in loaders]
         loaded = 0

@@ -34,6 +34,7 @@ ENDPOINTS: dict[tuple[str, str, str], str] = {
     ("user", "GET", "/api/auth/{provider}/callback"): "bound to the browser's login cookie",
     ("user", "POST", "/api/auth/refresh"): "acts only on the refresh token presented",
     ("user", "POST", "/api/auth/logout"): "acts only on the refresh token presented",
+    ("user", "POST", "/api/auth/logout-all"): "revokes only the token's own user's sign-ins",
     ("user", "GET", "/.well-known/jwks.json"): "public keys",
     ("user", "GET", "/api/users/me"): "shown below",
     ("user", "PATCH", "/api/users/me"): "shown below",

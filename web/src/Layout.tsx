@@ -1,10 +1,13 @@
 import { useQueryClient } from '@tanstack/react-query';
-import { Suspense, useEffect, useRef, useState } from 'react';
+import { lazy, Suspense, useEffect, useRef, useState } from 'react';
 import { Navigate, NavLink, Outlet, useLocation, useNavigate, useNavigationType } from 'react-router';
 import { session } from './api/client';
 import { Loading } from './components/Loading';
 import { OfflineBanner } from './components/OfflineBanner';
 import { useSession } from './useSession';
+
+// Loaded when first opened: the dialog stays out of the bundle every first visit downloads.
+const SignOutEverywhereDialog = lazy(() => import('./components/SignOutEverywhere'));
 
 const NAV = [
   ['/invoices', 'Invoices'],
@@ -23,6 +26,7 @@ export function Layout() {
   const navigate = useNavigate();
   const queryClient = useQueryClient();
   const [menuOpen, setMenuOpen] = useState(false);
+  const [confirmEverywhere, setConfirmEverywhere] = useState(false);
   const here = `${location.pathname}${location.search}`;
   const main = useRef<HTMLElement>(null);
   const firstRender = useRef(true);
@@ -54,6 +58,12 @@ export function Layout() {
 
   async function signOut() {
     await session.signOut().catch(() => undefined);
+    queryClient.clear();
+    navigate('/sign-in', { replace: true });
+  }
+
+  function signedOutEverywhere() {
+    session.end(false);
     queryClient.clear();
     navigate('/sign-in', { replace: true });
   }
@@ -90,9 +100,19 @@ export function Layout() {
                 Sign out
               </button>
             </li>
+            <li>
+              <button type="button" className="nav-button" onClick={() => setConfirmEverywhere(true)}>
+                Sign out everywhere
+              </button>
+            </li>
           </ul>
         </nav>
       </header>
+      {confirmEverywhere ? (
+        <Suspense fallback={null}>
+          <SignOutEverywhereDialog onClose={() => setConfirmEverywhere(false)} onDone={signedOutEverywhere} />
+        </Suspense>
+      ) : null}
       <OfflineBanner />
       <main id="main" ref={main} tabIndex={-1}>
         <Suspense fallback={<Loading />}>
@@ -102,3 +122,4 @@ export function Layout() {
     </>
   );
 }
+

@@ -16,8 +16,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from common.auth import JwksCache, TokenVerifier
+from common.auth import JwksCache, KeysUnavailable, TokenVerifier
 from common.errors import Unauthorized
+from common.testing.fault_proxy import FaultProxy
 from common.testing.identity import AUDIENCE, ISSUER, TestIssuer
 
 
@@ -342,3 +343,39 @@ def test_a_refresh_floor_of_zero_is_refused() -> None:
     http = httpx.AsyncClient()
     with pytest.raises(ValueError, match="floor"):
         JwksCache("http://issuer.test/jwks", http, refresh_floor_seconds=0)
+
+
+async def test_a_good_token_is_unavailable_not_refused_while_the_keys_cannot_be_read(
+    test_issuer: TestIssuer,
+) -> None:
+    """A process started while the user service is down has no keys yet: a good token must
+    get 503 (try again), not 401 (sign in again); once the keys can be read it passes."""
+    issuer_port = int(test_issuer.jwks_url.split(":")[2].split("/")[0])
+    path = "/" + test_issuer.jwks_url.split("/", 3)[3]
+    async with (
+        FaultProxy("127.0.0.1", issuer_port) as user_service,
+        httpx.AsyncClient() as http,
+    ):
+        cache = JwksCache(
+            f"http://127.0.0.1:{user_service.port}{path}", http, refresh_floor_seconds=0.1
+        )
+        verifier = TokenVerifier(cache, ISSUER, AUDIENCE)
+        token = test_issuer.token(uuid.uuid4())
+        await user_service.down()
+
+        with pytest.raises(KeysUnavailable) as unavailable:
+            await verifier.verify(token)
+        assert unavailable.value.status == 503
+        assert unavailable.value.headers["Retry-After"]
+
+        await user_service.up()
+        await asyncio.sleep(0.2)  # past the refresh floor
+        assert (await verifier.verify(token)).id
+
+
+async def test_a_token_naming_a_key_the_issuer_does_not_publish_is_still_refused(
+    verifier: TokenVerifier, test_issuer: TestIssuer
+) -> None:
+    stranger = TestIssuer()
+    with pytest.raises(Unauthorized):
+        await verifier.verify(stranger.token(uuid.uuid4()))

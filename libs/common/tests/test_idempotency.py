@@ -14,14 +14,14 @@ import pytest
 from fastapi import FastAPI, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import String, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.app import create_service_app
 from common.auth import CurrentUser
 from common.config import BaseServiceSettings
-from common.db import create_engine, service_metadata
+from common.db import SessionDep, create_engine, service_metadata
 from common.errors import Conflict
 from common.idempotency import (
     KEEP_FOR,
@@ -42,6 +42,15 @@ class Base(DeclarativeBase):
 
 class IdempotencyKey(IdempotencyKeyMixin, Base):
     pass
+
+
+class Record(Base):
+    """What a keyed endpoint writes in its own transaction."""
+
+    __tablename__ = "records"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
 
 
 class Thing(BaseModel):
@@ -84,6 +93,20 @@ def configure(app: FastAPI) -> None:
     async def refused(thing: Thing, user: CurrentUser) -> None:
         runs[thing.name] += 1
         raise Conflict(f"{thing.name} is taken")
+
+    @app.post("/records", status_code=status.HTTP_201_CREATED)
+    async def create_record(thing: Thing, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+        """Writes a record; a name starting with `crash` fails right after the commit, as a
+        process killed between committing and answering does."""
+        runs[thing.name] += 1
+        session.add(Record(name=thing.name))
+        if thing.name.startswith("crash"):
+
+            def crash(_session: Any) -> None:
+                raise RuntimeError("the process dies right after its commit")
+
+            event.listen(session.sync_session, "after_commit", crash, once=True)
+        return {"name": thing.name}
 
     @app.post("/excluded", status_code=status.HTTP_201_CREATED)
     async def excluded(thing: Thing, user: CurrentUser) -> dict[str, Any]:
@@ -401,6 +424,49 @@ async def test_a_key_left_in_progress_by_a_dead_request_is_taken_over_after_its_
     assert "idempotent-replayed" not in taken_over.headers
     assert replayed.json() == taken_over.json()
     assert runs[name] == 2
+
+
+async def test_a_request_that_dies_after_its_commit_is_not_run_again_by_its_retry(
+    api: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+    user: uuid.UUID,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The effects and the kept answer commit together: a retry after a crash past the commit
+    is answered from the kept answer, never run a second time (no second record)."""
+    name = f"crash-{uuid.uuid4().hex}"
+    headers = keyed(test_issuer, user, name)
+
+    crashed = await api.post("/records", json={"name": name}, headers=headers)
+    retried = await api.post("/records", json={"name": name}, headers=headers)
+
+    assert crashed.status_code == 500
+    assert retried.status_code == 201
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert runs[name] == 1
+    async with sessionmaker() as session:
+        kept = await session.scalar(select(func.count()).where(Record.name == name))
+    assert kept == 1
+
+
+async def test_a_keyed_request_commits_its_effects_with_its_answer(
+    api: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+    user: uuid.UUID,
+    name: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    headers = keyed(test_issuer, user, name)
+    first = await api.post("/records", json={"name": name}, headers=headers)
+    again = await api.post("/records", json={"name": name}, headers=headers)
+    unkeyed = await api.post("/records", json={"name": name}, headers=test_issuer.headers(user))
+
+    assert (first.status_code, again.status_code, unkeyed.status_code) == (201, 201, 201)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert [key.state for key in await stored_keys(sessionmaker, name)] == [KeyState.DONE]
+    async with sessionmaker() as session:
+        kept = await session.scalar(select(func.count()).where(Record.name == name))
+    assert kept == 2  # the keyed one once, the unkeyed one
 
 
 async def test_an_expired_key_means_a_new_request(

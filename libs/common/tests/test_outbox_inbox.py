@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 from sqlalchemy import String, delete, func, select, text
 from sqlalchemy.event import listen, remove
@@ -455,3 +455,58 @@ async def test_the_events_of_one_fetch_share_one_transaction_and_keep_their_orde
 
     assert notes == [f"{group}:{n:02d}" for n in range(20)]  # once each, in order
     assert 1 <= commits < len(events)
+
+
+async def test_a_group_committed_past_the_end_of_its_partitions_reads_them_again(
+    sessionmaker: async_sessionmaker[AsyncSession], kafka_bootstrap: str
+) -> None:
+    """A broker that lost its partitions' tail (the dev broker's S3 engine after a SIGKILL)
+    gives new events offsets the group has already committed past. Waiting there would skip
+    them; the consumer reads such a partition again from the start, and the inbox skips what
+    it handled before."""
+    topic = topic_name()
+    group = f"notes-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(kafka_bootstrap, [topic])
+    # The group's offsets, as the broker kept them before it lost the partitions' tail.
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await committer.start()
+    try:
+        await committer.topics()
+        partitions = [TopicPartition(topic, p) for p in committer.partitions_for_topic(topic) or []]
+        committer.assign(partitions)
+        await committer.commit(dict.fromkeys(partitions, 500))
+    finally:
+        await committer.stop()
+    events = [note_event(f"after the loss {n}") for n in range(6)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(
+                topic, event.model_dump_json().encode(), key=event.id.encode()
+            )
+    finally:
+        await producer.stop()
+
+    async def write_note(session: AsyncSession, event: CloudEvent) -> None:
+        session.add(Note(text=f"{group}:{NoteWritten.model_validate(event.data).text}"))
+
+    consumer = EventConsumer(
+        name=group,
+        topics=[topic],
+        handlers={"note.written": write_note},
+        sessionmaker=sessionmaker,
+        inbox_model=InboxMessage,
+        bootstrap_servers=kafka_bootstrap,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    try:
+        notes = await _wait_for_notes(sessionmaker, group, len(events))
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+
+    assert sorted(notes) == sorted(f"{group}:after the loss {n}" for n in range(6))

@@ -27,7 +27,13 @@ async def proxied_api(
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/emails", "/api/emails/{send_id}", "/api/invoices/{invoice_id}/emails"]
+    "path",
+    [
+        "/api/emails",
+        "/api/emails?status=queued&status=bounced",
+        "/api/emails/{send_id}",
+        "/api/invoices/{invoice_id}/emails",
+    ],
 )
 async def test_each_read_is_one_round_trip(
     sessionmaker: async_sessionmaker[AsyncSession],

@@ -192,6 +192,53 @@ async def test_logout_with_an_unknown_token_says_nothing(browser: httpx.AsyncCli
     assert out.status_code == 204
 
 
+async def test_logout_all_revokes_every_sign_in_of_the_user_and_no_one_elses(
+    browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    this_browser = await sign_in(browser, subject)
+    other_browser = await sign_in(browser, subject)
+    rotated = await _refresh(browser, other_browser["refresh_token"])
+    assert rotated.status_code == 200
+    someone_else = await sign_in(browser, f"{subject}-other")
+
+    out = await browser.post("/api/auth/logout-all", headers=bearer(this_browser))
+
+    assert out.status_code == 204
+    cleared = out.headers["set-cookie"]
+    assert cleared.startswith("ledgerline_refresh=")
+    assert "Path=/api/auth" in cleared
+    assert "Max-Age=0" in cleared
+    assert_problem(await _refresh(browser, this_browser["refresh_token"]), 401)
+    assert_problem(await _refresh(browser, rotated.json()["refresh_token"]), 401)
+    rows = await _token_rows(
+        sessionmaker, this_browser["refresh_token"], rotated.json()["refresh_token"]
+    )
+    assert len(rows) == 2
+    assert all(row.revoked_at is not None for row in rows)
+    # Another user's sign-in is untouched.
+    assert (await _refresh(browser, someone_else["refresh_token"])).status_code == 200
+    # The access token already issued stays valid until it expires.
+    assert (await browser.get("/api/users/me", headers=bearer(this_browser))).status_code == 200
+
+
+async def test_logout_all_needs_an_access_token(browser: httpx.AsyncClient, subject: str) -> None:
+    tokens = await sign_in(browser, subject)
+
+    assert_problem(await browser.post("/api/auth/logout-all"), 401)
+    assert_problem(
+        await browser.post("/api/auth/logout-all", headers={"Authorization": "Bearer forged"}),
+        401,
+    )
+    # A refresh token is not an access token.
+    assert_problem(
+        await browser.post(
+            "/api/auth/logout-all", headers={"Authorization": f"Bearer {tokens['refresh_token']}"}
+        ),
+        401,
+    )
+    assert (await _refresh(browser, tokens["refresh_token"])).status_code == 200
+
+
 async def test_an_expired_refresh_token_is_refused(
     browser: httpx.AsyncClient, subject: str, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:

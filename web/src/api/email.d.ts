@@ -44,7 +44,8 @@ export interface paths {
         };
         /**
          * The user's sent emails
-         * @description Newest first, each with its status history; page with `next_cursor`.
+         * @description Newest first, each with its status history, optionally only those in the given
+         *     statuses; page with `next_cursor` (a cursor works only with the filter it came from).
          */
         get: operations["list_emails_api_emails_get"];
         put?: never;
@@ -369,6 +370,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
+                /** @description Only emails in one of these statuses; repeat the parameter for several (`?status=bounced&status=failed`) */
+                status?: components["schemas"]["MessageStatus"][] | null;
             };
             header?: never;
             path?: never;

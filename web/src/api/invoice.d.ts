@@ -96,6 +96,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/invoices/export.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export the user's invoices as CSV, with the listing's filters and sort
+         * @description The listing's filters and sort (`client_name`, `status`, `due_date`, `order_by`,
+         *     `order_dir`), every match rather than a page: streamed as it is read, so a file of any
+         *     size starts at once. Cells that a spreadsheet would run as a formula start with `'`.
+         */
+        get: operations["export_invoices_api_invoices_export_csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/invoices/{invoice_id}": {
         parameters: {
             query?: never;
@@ -1113,6 +1135,60 @@ export interface operations {
             422: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    export_invoices_api_invoices_export_csv_get: {
+        parameters: {
+            query?: {
+                /** @description Client names starting with this text */
+                client_name?: string | null;
+                status?: components["schemas"]["InvoiceStatus"] | null;
+                due_date?: string | null;
+                order_by?: "client_name" | "status" | "due_date";
+                order_dir?: "asc" | "desc";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every matching invoice as CSV, a header row first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                };
+            };
+            /** @description No valid access token: missing, expired, forged, or of a deleted account */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input; `errors` names each invalid field */
+            422: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

@@ -13,21 +13,35 @@ import { emailInFlight, POLL_INTERVAL_MS } from '../lib/polling';
 export const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? '' : 's'}`;
 
 const STATUSES = ['queued', 'sending', 'sent', 'delivered', 'bounced', 'failed'] as const;
+type EmailStatus = (typeof STATUSES)[number];
+
+/** The status filter in the URL; anything else there (an old or edited link) means any. */
+function readStatus(params: URLSearchParams): EmailStatus | '' {
+  const value = params.get('status') ?? '';
+  return (STATUSES as readonly string[]).includes(value) ? (value as EmailStatus) : '';
+}
 
 export function Component() {
   const [params, setParams] = useSearchParams();
-  const status = params.get('status') ?? '';
+  const status = readStatus(params);
+  // The email API filters by status, so every page holds only matching emails and the
+  // cursor continues the same filtered listing.
   const emails = useInfiniteQuery({
-    queryKey: ['emails'],
-    queryFn: ({ pageParam }) => unwrap(emailApi.GET('/api/emails', { params: { query: { limit: 100, cursor: pageParam } } })),
+    queryKey: ['emails', { status }],
+    queryFn: ({ pageParam, signal }) =>
+      unwrap(
+        emailApi.GET('/api/emails', {
+          params: { query: { limit: 100, cursor: pageParam, ...(status ? { status: [status] } : {}) } },
+          signal,
+        }),
+      ),
     initialPageParam: undefined as string | undefined,
     getNextPageParam: (page) => page.next_cursor ?? undefined,
     refetchInterval: (query) =>
       query.state.data?.pages.some((page) => page.items.some((email) => emailInFlight(email))) ? POLL_INTERVAL_MS : false,
   });
-  const all = emails.data?.pages.flatMap((page) => page.items) ?? [];
-  // The email API lists by time only; the status filter applies to the pages loaded here.
-  const shown = status ? all.filter((email) => email.status === status) : all;
+  const shown = emails.data?.pages.flatMap((page) => page.items) ?? [];
+  const label = status ? statusLabel(status) : '';
 
   return (
     <section>
@@ -36,7 +50,7 @@ export function Component() {
         <SelectField
           label="Status"
           value={status}
-          onChange={(event) => setParams(event.target.value ? { status: event.target.value } : {}, { replace: true })}
+          onChange={(event) => setParams(event.target.value ? { status: event.target.value } : {})}
         >
           <option value="">Any status</option>
           {STATUSES.map((value) => (
@@ -50,10 +64,12 @@ export function Component() {
       {emails.isPending ? <Loading what="Loading emails" /> : null}
       {emails.isSuccess ? (
         <p className="muted small" role="status">
-          {status ? `${shown.length} of the ${plural(all.length, 'email')} loaded ${shown.length === 1 ? 'is' : 'are'} ${statusLabel(status).toLowerCase()}.` : `${plural(all.length, 'email')} loaded.`}
+          {status ? `${plural(shown.length, 'email')} with status ${label} loaded.` : `${plural(shown.length, 'email')} loaded.`}
         </p>
       ) : null}
-      {emails.isSuccess && all.length === 0 ? <p className="muted">No email has been sent yet. Send an invoice from its page.</p> : null}
+      {emails.isSuccess && shown.length === 0 ? (
+        <p className="muted">{status ? `No email has the status ${label}.` : 'No email has been sent yet. Send an invoice from its page.'}</p>
+      ) : null}
       {shown.length > 0 ? (
         <table className="table responsive-table">
           <thead>

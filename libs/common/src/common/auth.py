@@ -22,7 +22,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from common.errors import Unauthorized
+from common.errors import ServiceUnavailable, Unauthorized
 from common.logging import get_logger
 
 ALLOWED_ALGORITHMS = ("RS256",)
@@ -42,6 +42,11 @@ class _VerifiedToken:
     user: AuthenticatedUser
     kid: str
     expires_at: float
+
+
+class KeysUnavailable(ServiceUnavailable):
+    def __init__(self) -> None:
+        super().__init__("The keys to check the access token could not be read; try again")
 
 
 class JwksCache:
@@ -80,6 +85,7 @@ class JwksCache:
         self.stale_for_seconds = stale_for_seconds
         self._keys = KeySet([])
         self._fetched_at = float("-inf")
+        self._last_fetch_failed = False
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
 
@@ -95,6 +101,11 @@ class JwksCache:
         if key is None and self._age() > self.refresh_floor_seconds:
             await self._refresh(older_than=self.refresh_floor_seconds)
             key = self._find(kid)
+        if key is None and self._last_fetch_failed:
+            # Not "no such key" but "the keys could not be read" (a process started while the
+            # user service is down): the token may well be good, so not a 401, which tells a
+            # client to sign in again.
+            raise KeysUnavailable()
         return key
 
     def _age(self) -> float:
@@ -119,9 +130,11 @@ class JwksCache:
                 response = await self.http.get(self.jwks_url, timeout=5)
                 response.raise_for_status()
                 self._keys = KeySet.import_key_set(response.json())
+                self._last_fetch_failed = False
             except (httpx.HTTPError, ValueError, JoseError) as exc:
                 # Keep the keys we had: a short outage of the user service logs nobody out.
                 log.warning("jwks_fetch_failed", error_type=type(exc).__name__)
+                self._last_fetch_failed = True
             # Also after a failure: the floor bounds the fetches an outage attracts.
             self._fetched_at = time.monotonic()
 

@@ -52,6 +52,9 @@ _LAST_USED = "last_used"
 # Set in the ASGI scope of a request that opened a write session (SessionDep): a GET that
 # writes (a sign-in's callback) is not run again by common.middleware.RetryReadMiddleware.
 WRITE_SESSION_OPENED = "ledgerline.write_session_opened"
+# Set by common.idempotency to a list in the ASGI scope of a keyed POST: the request's write
+# session is appended to it uncommitted, and committed with the stored answer.
+COMMIT_WITH_ANSWER = "ledgerline.commit_with_answer"
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
@@ -68,6 +71,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     event.listen(engine.sync_engine, "reset", _end_open_transaction)
     _ping_only_when_idle(engine)
     trace_engine(engine)
+    _connect_failures_as_errors(engine)
     return engine
 
 
@@ -93,7 +97,31 @@ def create_read_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     event.listen(engine.sync_engine, "connect", _read_only)
     _ping_only_when_idle(engine)
     trace_engine(engine)
+    _connect_failures_as_errors(engine)
     return engine
+
+
+def _connect_failures_as_errors(engine: AsyncEngine) -> None:
+    """A connection refused halfway is a lost connection, as the driver should say.
+
+    asyncmy reads the socket's options right after connecting; a connection the server (or
+    the network) resets at that moment raises a bare RuntimeError ("Transport does not expose
+    socket instance") instead of a database error, so it was not recognised as a database
+    outage and became a 500. Raised as MySQL's 2013 (lost connection) instead, SQLAlchemy
+    treats it as a disconnect and the request is answered 503 with Retry-After."""
+    dialect = engine.sync_engine.dialect
+
+    def connect(
+        _dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: dict[str, Any]
+    ) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except RuntimeError as error:
+            raise dialect.loaded_dbapi.OperationalError(
+                2013, f"Lost connection to MySQL server while connecting ({error})"
+            ) from error
+
+    event.listen(engine.sync_engine, "do_connect", connect)
 
 
 def _read_only(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -174,16 +202,31 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed when the endpoint returns, before the reply."""
+    """One transaction per request, committed when the endpoint returns, before the reply.
+
+    A POST with an Idempotency-Key is the exception: its transaction is flushed (so a broken
+    constraint still fails the request here) and handed to common.idempotency, which commits
+    it together with the stored answer. A process that dies in between then leaves neither
+    the request's effects nor its answer, and a retry runs it once."""
     request.scope[WRITE_SESSION_OPENED] = True  # such a request is not run again on failure
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
+    handover: list[AsyncSession] | None = request.scope.get(COMMIT_WITH_ANSWER)
+    session = sessionmaker()
+    handed_over = False
+    try:
+        yield session
+        if handover is not None:
+            await session.flush()
+            handover.append(session)
+            handed_over = True
+        else:
             await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        if not handed_over:
+            await session.close()
 
 
 # scope="function" makes the commit run before the response is sent, so a failed commit

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -50,6 +51,17 @@ class Unauthorized(ProblemError):
     def __init__(self, detail: str = "A valid access token is required") -> None:
         super().__init__(detail)
         self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class ServiceUnavailable(ProblemError):
+    """Something the request needs is down for now; `Retry-After` says when to try again."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 2, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class PayloadTooLarge(ProblemError):
@@ -139,7 +151,48 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, title, str(exc.detail), headers=headers or None)
 
 
-async def _handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+# How long a client waits before trying again when the database could not be reached: a
+# connection lost or refused (a restart, a failover, a network blip) is usually back in a
+# second or two, and every client retrying at once should not all come back in the same one.
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+# MySQL's error numbers for a server that could not be reached or gave up on the transaction:
+# can't connect (2002, 2003), gone away or lost mid-query (2006, 2013, 2055), too many
+# connections (1040), shutting down (1053), aborted or killed connections (1152, 1927), network
+# read/write failures (1158-1161), lock wait timeout and deadlock (1205, 1213), disconnected
+# for inactivity (4031).
+UNAVAILABLE_ERRORS = frozenset(
+    {1040, 1053, 1152, 1158, 1159, 1160, 1161, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for a failure to reach the database, as opposed to a wrong statement, a broken
+    constraint or a trigger's refusal: the connection lost or refused, the pool out of
+    connections in time, a lock wait or deadlock the server gave up on. Nothing was
+    committed; the same request may be sent again."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection in time
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+        return isinstance(code, int) and code in UNAVAILABLE_ERRORS
+    return isinstance(exc, ConnectionError)
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if database_unavailable(exc):
+        # A dependency outage, not a bug: 503 with Retry-After, which clients and the gateway
+        # treat as "try again" (a keyed POST answered 5xx keeps nothing: common.idempotency).
+        log.warning("database_unavailable", error_type=type(exc).__name__, path=request.url.path)
+        return problem_response(
+            503,
+            "Service unavailable",
+            "The database could not be reached; try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     log.exception("unhandled_error", error_type=type(exc).__name__)
     return problem_response(500, "Internal error", "The request could not be completed")
 

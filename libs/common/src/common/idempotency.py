@@ -8,8 +8,9 @@ same user, key, method, path and body get the stored status, body and content ty
 second request while the first still runs with 409. A 5xx, or an exception, stores nothing
 and frees the key, so the client can try again; a 4xx is stored like a success.
 
-The key is claimed and the answer stored in two short transactions of their own, around the
-endpoint's transaction: see docs/idempotency.md for what that guarantees and what it does not.
+The key is claimed in a short transaction of its own; the answer is stored in the endpoint's
+own transaction (common.db hands it over uncommitted), so the request's effects and its kept
+answer commit together or not at all: see docs/idempotency.md.
 """
 
 import hashlib
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from sqlalchemy import (
     BINARY,
     VARBINARY,
@@ -44,9 +46,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.auth import ClosedAccounts, TokenVerifier
-from common.db import BinaryUUID
-from common.errors import PROBLEM_JSON, Unauthorized, problem_response
+from common.auth import ClosedAccounts, KeysUnavailable, TokenVerifier
+from common.db import COMMIT_WITH_ANSWER, BinaryUUID
+from common.errors import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    PROBLEM_JSON,
+    Unauthorized,
+    database_unavailable,
+    problem_response,
+)
 from common.logging import get_logger
 from common.outbox import utcnow
 from common.worker import Schedule
@@ -157,7 +165,19 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         key = next((value for name, value in scope["headers"] if name == _KEY_HEADER_NAME), None)
-        owner_id = await _owner_of(scope) if key is not None else None
+        try:
+            owner_id = await _owner_of(scope) if key is not None else None
+        except KeysUnavailable as unavailable:
+            # The token cannot be checked now: neither run the request without its key nor
+            # answer 401 for a token that may be good.
+            response = problem_response(
+                unavailable.status,
+                unavailable.title,
+                unavailable.detail,
+                headers=unavailable.headers,
+            )
+            await response(scope, receive, send)
+            return
         if key is None or owner_id is None:
             await self.app(scope, receive, send)
             return
@@ -270,33 +290,49 @@ class IdempotencyMiddleware:
             model.created_at == claim.created_at,
         )
         held = _HeldResponse()
+        # The endpoint's write session, uncommitted (common.db): committed below with the answer.
+        handed_over: list[AsyncSession] = []
+        scope[COMMIT_WITH_ANSWER] = handed_over
+        release = delete(model).where(*this_claim)
         try:
-            await self.app(scope, receive_body, held)
-        except BaseException:
-            await _write(sessionmaker, delete(model).where(*this_claim), "release")
-            raise
-        if held.start is None or held.start["status"] >= 500:
-            # The request failed, maybe halfway: the client may retry it with the same key.
-            await _write(sessionmaker, delete(model).where(*this_claim), "release")
-            if held.start is None:
-                return
-        else:
-            kept = [
-                [name.decode("latin-1"), value.decode("latin-1")]
-                for name, value in held.start.get("headers", [])
-                if name.lower() in _KEPT_HEADERS
-            ]
-            stored = (
-                update(model)
-                .where(*this_claim)
-                .values(
-                    state=KeyState.DONE,
-                    response_status=held.start["status"],
-                    response_headers=orjson.dumps(kept).decode(),
-                    response_body=held.body,
+            try:
+                await self.app(scope, receive_body, held)
+            except BaseException:
+                await _write(sessionmaker, release, "release")
+                raise
+            if held.start is None or held.start["status"] >= 500:
+                # The request failed, maybe halfway: the client may retry it with the same key.
+                await _write(sessionmaker, release, "release")
+                if held.start is None:
+                    return
+            else:
+                kept = [
+                    [name.decode("latin-1"), value.decode("latin-1")]
+                    for name, value in held.start.get("headers", [])
+                    if name.lower() in _KEPT_HEADERS
+                ]
+                stored = (
+                    update(model)
+                    .where(*this_claim)
+                    .values(
+                        state=KeyState.DONE,
+                        response_status=held.start["status"],
+                        response_headers=orjson.dumps(kept).decode(),
+                        response_body=held.body,
+                    )
                 )
-            )
-            await _write(sessionmaker, stored, "store")
+                if handed_over:
+                    refused = await _commit_with_answer(
+                        handed_over[0], stored, sessionmaker, release
+                    )
+                    if refused is not None:
+                        await refused(scope, receive, send)
+                        return
+                else:
+                    await _write(sessionmaker, stored, "store")
+        finally:
+            for session in handed_over:
+                await session.close()  # rolls back whatever was not committed
         await send(held.start)
         await send({"type": "http.response.body", "body": held.body})
 
@@ -317,6 +353,43 @@ class _HeldResponse:
     @property
     def body(self) -> bytes:
         return b"".join(self._chunks)
+
+
+async def _commit_with_answer(
+    session: AsyncSession,
+    stored: Update,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    release: Delete,
+) -> JSONResponse | None:
+    """Store the answer in the request's own transaction and commit both; None when done, or
+    the problem to answer instead when nothing was kept."""
+    try:
+        if await _rows_changed(session, stored) == 0:
+            # Held longer than LOCK_FOR and taken over by a retry, which runs the request
+            # itself: this run's effects are dropped rather than kept twice.
+            await session.rollback()
+            log.warning("idempotency_claim_lost", action="store")
+            return problem_response(
+                409,
+                "Conflict",
+                f"A retry with this {KEY_HEADER} took the request over; its answer stands",
+            )
+        await session.commit()
+    except Exception as exc:
+        await session.rollback()
+        # Nothing was kept (or, if the commit did reach the server, the answer was kept with
+        # it and the release below changes nothing): the client may send it again.
+        await _write(sessionmaker, release, "release")
+        if not database_unavailable(exc):
+            raise
+        log.warning("idempotency_commit_failed", error_type=type(exc).__name__)
+        return problem_response(
+            503,
+            "Service unavailable",
+            "The request could not be completed; send it again with the same key",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    return None
 
 
 async def _write(

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, insert, select
@@ -28,6 +28,7 @@ from common.kafka import (
     create_consumer,
     create_producer,
     ensure_topics,
+    rewind_partitions_past_their_end,
 )
 from common.logging import get_logger
 from common.outbox import utcnow
@@ -64,6 +65,25 @@ def _is_outage(exc: BaseException) -> bool:
         code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
         return isinstance(code, int) and 2000 <= code < 2100
     return False
+
+
+class PartitionsLogged(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs the partitions the group gives this process and takes away from it: with several
+    workers of a service, which one reads what, and when a dead one's partitions moved."""
+
+    def __init__(self, consumer: str) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("partitions_revoked", consumer=self.consumer, partitions=_named(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions_assigned", consumer=self.consumer, partitions=_named(assigned))
+
+
+def _named(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
 
 
 class EventConsumer:
@@ -108,7 +128,11 @@ class EventConsumer:
         delay = 0.5
         while not stop.is_set():
             consumer = create_consumer(
-                self.bootstrap_servers, self.topics, self.name, self.fetch_max_wait_ms
+                self.bootstrap_servers,
+                self.topics,
+                self.name,
+                self.fetch_max_wait_ms,
+                PartitionsLogged(self.name),
             )
             producer = create_producer(self.bootstrap_servers)
             try:
@@ -120,6 +144,7 @@ class EventConsumer:
                     fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
                     records = [record for batch in fetched.values() for record in batch]
                     if not records:
+                        await rewind_partitions_past_their_end(consumer, self.name)
                         continue
                     handled = await self._process_all(records, producer, stop)
                     if handled:

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -39,16 +39,53 @@ def create_consumer(
     topics: list[str],
     group_id: str,
     fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> AIOKafkaConsumer:
-    """A consumer of a group that commits its offsets itself, after its own transaction."""
-    return AIOKafkaConsumer(
-        *topics,
+    """A consumer of a group that commits its offsets itself, after its own transaction;
+    `listener` hears which partitions the group gives it and takes away."""
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
+    if topics:  # aiokafka refuses an empty subscription; such a consumer is assigned by hand
+        consumer.subscribe(topics, listener=listener)
+    return consumer
+
+
+async def rewind_partitions_past_their_end(consumer: AIOKafkaConsumer, name: str) -> int:
+    """Read again from the start every assigned partition whose position is past its high
+    watermark; how many were rewound.
+
+    The broker lost the partition's tail while the group's committed offset stayed (the dev
+    broker's S3 engine, killed, came back with its offsets lower than before and gave the
+    new records offsets the group had already committed past; on Apache Kafka an unclean
+    leader election does the same). Waiting at the old offset would skip every new record up
+    to it: an event lost. Apache Kafka answers such a fetch OFFSET_OUT_OF_RANGE and the
+    consumer starts over as `auto_offset_reset` says; the dev broker does not, so the
+    consumer looks itself, after an empty fetch (which carries the watermark). Reading from
+    the start again is safe: the inbox skips what was handled.
+    """
+    rewound = 0
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = await consumer.position(tp)
+        if position > highwater:
+            log.warning(
+                "partition_rewound",
+                consumer=name,
+                topic=tp.topic,
+                partition=tp.partition,
+                position=position,
+                highwater=highwater,
+            )
+            await consumer.seek_to_beginning(tp)
+            rewound += 1
+    return rewound
 
 
 async def ensure_topics(

@@ -86,6 +86,8 @@ class Message(Base):
     __table_args__ = (
         Index(None, "owner_id", "created_at", "id"),
         Index(None, "owner_id", "invoice_id", "created_at", "id"),
+        # The listing filtered by status ("all my bounces"): one range per status.
+        Index(None, "owner_id", "status", "created_at", "id"),
         Index(None, "status", "next_attempt_at"),
         Index(None, "provider", "provider_message_id"),
     )

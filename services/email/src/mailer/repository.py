@@ -42,15 +42,18 @@ async def list_messages(
     session: AsyncSession,
     owner_id: uuid.UUID,
     invoice_id: uuid.UUID | None,
+    statuses: Collection[str],
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[tuple[Message, list[StatusChange]]]:
-    """The owner's messages, newest first, optionally of one invoice, each with its history:
-    the page is chosen first (its own LIMIT), then joined with the status changes, all in
-    one statement."""
+    """The owner's messages, newest first, optionally of one invoice and in some statuses,
+    each with its history: the page is chosen first (its own LIMIT), then joined with the
+    status changes, all in one statement."""
     page = select(Message).where(Message.owner_id == owner_id)
     if invoice_id is not None:
         page = page.where(Message.invoice_id == invoice_id)
+    if statuses:
+        page = page.where(Message.status.in_(statuses))
     if after is not None:
         created_at, message_id = after
         page = page.where(

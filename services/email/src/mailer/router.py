@@ -15,7 +15,7 @@ from common.db import ReadSessionDep, SessionDep
 from common.pagination import CursorCodecDep
 from mailer import service, webhooks
 from mailer.exceptions import MessageNotFound
-from mailer.schemas import EmailPage, EmailRead, PageQuery, WebhookAccepted
+from mailer.schemas import EmailListQuery, EmailPage, EmailRead, PageQuery, WebhookAccepted
 
 PROBLEM = "application/problem+json"
 
@@ -50,13 +50,16 @@ webhooks_router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 @emails_router.get("/emails", response_model=EmailPage, summary="The user's sent emails")
 async def list_emails(
-    query: Annotated[PageQuery, Query()],
+    query: Annotated[EmailListQuery, Query()],
     user: CurrentUser,
     session: ReadSessionDep,
     codec: CursorCodecDep,
 ) -> EmailPage:
-    """Newest first, each with its status history; page with `next_cursor`."""
-    page = await service.list_messages(session, codec, user.id, query.limit, query.cursor)
+    """Newest first, each with its status history, optionally only those in the given
+    statuses; page with `next_cursor` (a cursor works only with the filter it came from)."""
+    page = await service.list_messages(
+        session, codec, user.id, query.limit, query.cursor, statuses=query.status
+    )
     return EmailPage(items=[EmailRead.of(v) for v in page.items], next_cursor=page.next_cursor)
 
 

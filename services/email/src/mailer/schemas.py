@@ -19,6 +19,15 @@ class PageQuery(BaseModel):
     cursor: str | None = Field(None, max_length=1024)
 
 
+class EmailListQuery(PageQuery):
+    status: list[MessageStatus] | None = Field(
+        None,
+        description="Only emails in one of these statuses; repeat the parameter for several "
+        "(`?status=bounced&status=failed`)",
+        max_length=len(MessageStatus),
+    )
+
+
 class StatusChangeRead(BaseModel):
     status: MessageStatus
     provider: str | None = Field(description="The provider involved, when one was")

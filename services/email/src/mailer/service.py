@@ -5,6 +5,7 @@ Functions here stage changes and outbox events in the caller's transaction; the 
 """
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -299,9 +300,14 @@ async def list_messages(
     limit: int,
     cursor: str | None,
     invoice_id: uuid.UUID | None = None,
+    statuses: Collection[MessageStatus] | None = None,
 ) -> Page[MessageView]:
-    """One page of the owner's messages (of one invoice, when given), newest first."""
+    """One page of the owner's messages (of one invoice, when given; in one of `statuses`,
+    when given), newest first. The cursor is bound to the listing and its filter."""
+    wanted = sorted(set(statuses or ()))
     listing = "emails" if invoice_id is None else f"emails:{invoice_id}"
+    if wanted:
+        listing += "|status=" + ",".join(wanted)
     after = None
     if cursor is not None:
         position = codec.decode(cursor)
@@ -314,7 +320,7 @@ async def list_messages(
             )
         except (KeyError, TypeError, ValueError):
             raise InvalidInput("The cursor is not one this API issued", field="cursor") from None
-    rows = await repository.list_messages(session, owner_id, invoice_id, after, limit + 1)
+    rows = await repository.list_messages(session, owner_id, invoice_id, wanted, after, limit + 1)
     next_cursor = None
     if len(rows) > limit:
         last, _ = rows[limit - 1]

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db import create_engine, create_sessionmaker
 from common.events import CloudEvent
 from common.inbox import EventConsumer
-from common.kafka import create_consumer, ensure_topics
+from common.kafka import create_consumer, ensure_topics, rewind_partitions_past_their_end
 from common.logging import configure_logging, get_logger
 from common.outbox import OutboxRelay
 from common.runtime import Loop, run_every, run_loops, sleep_unless
@@ -62,6 +62,7 @@ class JobConsumer:
                 while not stop.is_set():
                     fetched = await consumer.getmany(timeout_ms=500, max_records=JOBS_PARTITIONS)
                     if not fetched:
+                        await rewind_partitions_past_their_end(consumer, JOBS_GROUP)
                         continue
                     await asyncio.gather(*(self._run_all(batch) for batch in fetched.values()))
                     try:

@@ -14,6 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from common.auth import CurrentUser
 from common.db import ReadSessionDep, SessionDep
 from common.errors import ProblemError
 from user import service
@@ -225,6 +226,22 @@ async def logout(
     )
     if token:
         await service.logout(session, token)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(REFRESH_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@auth_router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={401: {"description": "No valid access token"}},
+)
+async def logout_all(user: CurrentUser, session: SessionDep) -> Response:
+    """Revoke every sign-in of the signed-in user: each browser's and device's next refresh
+    is refused, and this browser's refresh cookie is cleared.
+
+    Access tokens already issued stay valid until they expire (15 minutes at most)."""
+    await service.logout_everywhere(session, user.id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(REFRESH_COOKIE, path=COOKIE_PATH)
     return response

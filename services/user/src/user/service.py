@@ -437,6 +437,12 @@ async def logout(session: AsyncSession, refresh_token: str) -> None:
         await repository.revoke_family(session, row.family_id, utcnow())
 
 
+async def logout_everywhere(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Revoke every sign-in of this user, in every browser and device."""
+    await repository.revoke_user_tokens(session, user_id, utcnow())
+    log.info("signed_out_everywhere", user_id=str(user_id))
+
+
 # --- signing keys -----------------------------------------------------------------------------
 
 

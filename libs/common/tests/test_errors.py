@@ -1,0 +1,79 @@
+"""Errors as problem+json: a database that cannot be reached is a 503 to retry, not a 500."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from common.db import create_engine
+from common.errors import PROBLEM_JSON, install_error_handlers
+from common.testing.fault_proxy import FaultProxy
+from common.testing.servers import MysqlServer
+
+
+@pytest.fixture
+async def database_proxy(mysql_server: MysqlServer) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy(mysql_server.host, mysql_server.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def api(
+    mysql_server: MysqlServer, database_proxy: FaultProxy
+) -> AsyncIterator[httpx.AsyncClient]:
+    secret = f":{mysql_server.password}" if mysql_server.password else ""
+    engine = create_engine(
+        f"mysql+asyncmy://{mysql_server.user}{secret}@127.0.0.1:{database_proxy.port}/",
+        pool_size=1,
+    )
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/write")
+    async def write() -> dict[str, int]:
+        async with engine.begin() as connection:
+            return {"value": (await connection.execute(text("SELECT 1"))).scalar_one()}
+
+    @app.post("/broken")
+    async def broken() -> None:
+        raise IntegrityError("INSERT ...", {}, Exception("Duplicate entry"))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        yield client
+    await engine.dispose()
+
+
+async def test_a_database_that_refuses_connections_answers_503_with_retry_after(
+    api: httpx.AsyncClient, database_proxy: FaultProxy
+) -> None:
+    await database_proxy.down()
+
+    answer = await api.post("/write")
+
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    assert int(answer.headers["retry-after"]) >= 1
+    assert answer.json()["title"] == "Service unavailable"
+
+
+async def test_a_connection_reset_mid_request_answers_503_and_the_retry_works(
+    api: httpx.AsyncClient, database_proxy: FaultProxy
+) -> None:
+    assert (await api.post("/write")).json() == {"value": 1}
+    await database_proxy.reset_all()  # the pooled connection dies under the next request
+
+    lost = await api.post("/write")
+    again = await api.post("/write")
+
+    assert lost.status_code == 503
+    assert again.status_code == 200
+
+
+async def test_a_broken_statement_is_still_a_500(api: httpx.AsyncClient) -> None:
+    answer = await api.post("/broken")
+    assert answer.status_code == 500
+    assert "Duplicate" not in answer.text
