@@ -154,3 +154,14 @@ bench-sync: setup
 bench-events: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_events.py
+
+# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
+# across a restart (docs/reliability.md). Node and npm come with the machine.
+S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
+$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
+	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: s3rver
+s3rver: $(S3RVER)
+pytest: $(S3RVER)
