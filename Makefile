@@ -21,6 +21,7 @@ help:
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
 	@echo "make bench  - the listing, events, PDF, email, sync and billing-run benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
+	@echo "make load   - locust owners through the gateway, then again with faults (USERS=200 DURATION=5m)"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
 
@@ -165,3 +166,12 @@ $(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.jso
 .PHONY: s3rver
 s3rver: $(S3RVER)
 pytest: $(S3RVER)
+
+# The load test (docs/benchmarks.md, "Load"): the whole suite on free ports, USERS owners
+# through the gateway for DURATION, then the same run with faults injected. Loopback only.
+USERS ?= 200
+DURATION ?= 5m
+.PHONY: load
+load: setup
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/load.py --users $(USERS) --duration $(DURATION) $(LOAD_ARGS)

@@ -20,6 +20,8 @@ from .conftest import Suite
 from .documents import gateway_document, links, resolves, routed_to
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+# The stateful phase's budget: about 1,500 sequences on two busy cores.
+STATEFUL_SECONDS = 150
 # A card FakePay charges (docs/fakepay.md), for the wallet the sends take their fee from.
 GOOD_CARD = {"number": "4242 4242 4242 4242", "name": "Fuzz Owner", "expiry": "01-2040"}
 
@@ -75,12 +77,18 @@ async def test_the_whole_api_answers_as_documented_through_the_gateway(
         sys.executable,
         *("-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", str(document)),
         *("--url", suite.gateway, "--phases", "stateful", "--checks", "all"),
+        # Sequences are drawn again and again until the budget is spent.
+        *("--max-time", str(STATEFUL_SECONDS)),
         *("--header", f"Authorization: Bearer {owner.access_token}"),
     ]
     run = await asyncio.to_thread(
         subprocess.run, command, capture_output=True, text=True, timeout=900, check=False
     )
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
+    # The sequences crossed services: sends the fuzzer made reached the email service.
+    emails = await owner.api.get("/api/emails")
+    assert emails.status_code == 200, emails.text
+    assert emails.json()["items"], "no send was followed to its email"
 
 
 @pytest.mark.parametrize(
