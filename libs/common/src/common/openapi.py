@@ -131,4 +131,3 @@ def link(
     if body:
         described["requestBody"] = body
     return described
-
