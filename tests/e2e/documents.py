@@ -97,8 +97,8 @@ def gateway_document(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The union of the services' documents (by service name) as the gateway routes them.
 
     A schema name two services use for different schemas is prefixed with the service's name
-    in that service's part; security schemes and the shared `Problem` schema are the same in
-    every service."""
+    (`email.Page`) in that service's part; any other component (security schemes, headers,
+    the shared `Problem` schema) must be the same in every service."""
     merged: dict[str, Any] = {
         "openapi": next(iter(documents.values()))["openapi"],
         "info": {"title": "Ledgerline, at the gateway", "version": "1"},
@@ -109,7 +109,7 @@ def gateway_document(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for service, document in documents.items():
         own = document.get("components", {}).get("schemas", {})
         clashes = {
-            name: f"{service.capitalize()}{name}"
+            name: f"{service}.{name}"
             for name, schema in own.items()
             if name in components["schemas"] and components["schemas"][name] != schema
         }
@@ -122,7 +122,5 @@ def gateway_document(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     raise ValueError(f"components.{section}.{name} differs between services")
         for path, item in document.get("paths", {}).items():
             if routed_to(path) == service:
-                if path in merged["paths"]:
-                    raise ValueError(f"{path} is in two services' documents")
                 merged["paths"][path] = item
     return merged
