@@ -34,6 +34,7 @@ from typing import Any
 import requests
 from locust import HttpUser, between, events, task
 from locust.clients import ResponseContextManager
+from locust.exception import RescheduleTask
 
 PROVIDER = os.environ.get("LOAD_PROVIDER", "")
 BILLING_PLATFORM = os.environ.get("LOAD_BILLING_PLATFORM", "")
@@ -144,12 +145,16 @@ class Owner(HttpUser):
         self.refresh_token = ""
         self.clients: list[int] = []
         self.invoices: list[str] = []
+        self.connected = False
         self.sign_in()
-        self.add_client()
-        self.top_up(GOOD_CARD, amount="20.00")
-        self.save_card()
-        if BILLING_PLATFORM:
-            self.connect_billing_platform()
+        try:
+            self.add_client()
+            self.top_up(GOOD_CARD, amount="20.00")
+            self.save_card()
+            if BILLING_PLATFORM:
+                self.connect_billing_platform()
+        except RescheduleTask:
+            pass  # signed out: the tasks sign in again and add what is missing
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -157,7 +162,12 @@ class Owner(HttpUser):
         self, method: str, path: str, name: str, expected: tuple[int, ...], **kwargs: Any
     ) -> requests.Response:
         """A request through the gateway with the owner's token; anything but `expected` (and a
-        429 with Retry-After) is a failure."""
+        429 or 503 with Retry-After) is a failure. An owner without a token (its sign-in
+        failed) signs in first, as the app sends a signed-out user to the sign-in page."""
+        if not self.access_token:
+            self.sign_in()
+            if not self.access_token:
+                raise RescheduleTask()  # still signed out: another step later
         headers = {"Authorization": f"Bearer {self.access_token}", **kwargs.pop("headers", {})}
         with self.client.request(
             method, path, name=name, headers=headers, catch_response=True, **kwargs
@@ -259,13 +269,14 @@ class Owner(HttpUser):
         )
         if account.status_code >= 300:
             return
-        self.call(
+        connected = self.call(
             "POST",
             "/api/sync/connections",
             "/api/sync/connections",
             (201,),
             json={"base_url": BILLING_PLATFORM, "api_key": account.json()["api_key"]},
         )
+        self.connected = connected.status_code == 201
 
     def card(self) -> dict[str, str]:
         return DECLINING_CARD if random.random() < DECLINE_SHARE else GOOD_CARD
@@ -288,6 +299,7 @@ class Owner(HttpUser):
     @task(12)
     def create_invoice(self) -> None:
         if not self.clients:
+            self.add_client()
             return
         lines = [
             {"description": "Work", "quantity": str(random.randint(1, 5)), "unit_price": "40.00"},
@@ -364,17 +376,25 @@ class Owner(HttpUser):
 
     @task(3)
     def refresh(self) -> None:
+        """A 401 is expected after a refresh whose answer was lost (a 503 from the gateway
+        while the user service had already rotated the token): presenting the old token
+        again later revokes the sign-in, and the owner signs in again."""
+        if not self.refresh_token:
+            self.sign_in()
+            return
         with self.client.post(
             "/api/auth/refresh",
             name="/api/auth/refresh",
             json={"refresh_token": self.refresh_token},
             catch_response=True,
         ) as answer:
-            judge(answer, (200,))
+            judge(answer, (200, 401))
         if answer.status_code == 200:
             tokens = answer.json()
             self.access_token = tokens["access_token"]
             self.refresh_token = tokens["refresh_token"]
+        elif answer.status_code == 401:
+            self.sign_in()
 
     @task(1)
     def sign_in_again(self) -> None:
@@ -394,8 +414,10 @@ class Owner(HttpUser):
     @task(1)
     def sync_now(self) -> None:
         """At most once a minute per owner: more often is the service's own 429."""
-        if BILLING_PLATFORM:
+        if self.connected:
             self.call("POST", "/api/sync/runs", "/api/sync/runs", (202, 429))
+        elif BILLING_PLATFORM:
+            self.connect_billing_platform()
 
 
 def retry_after(answer: requests.Response) -> float:
