@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -594,6 +595,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="also require every request type")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     arguments = parser.parse_args()
+    # SIGTERM stops a run as Ctrl-C does: the suite is stopped and its schemas dropped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(machine(), flush=True)
     runs = {"off": [False], "on": [True], "both": [False, True]}[arguments.faults]
     failures = []
