@@ -234,8 +234,11 @@ async def started_suite(
         with contextlib.ExitStack() as servers:
             storage = servers.enter_context(S3Server())
             storage.client().create_bucket(Bucket=PDF_BUCKET)
-            mail = servers.enter_context(MailProvidersServer())
-            platform = servers.enter_context(BillingPlatformServer())
+            # Generous start-up times: the machine these run on is often busy.
+            mail = MailProvidersServer().start(timeout=300)
+            servers.callback(mail.stop)
+            platform = BillingPlatformServer().start(timeout=300)
+            servers.callback(platform.stop)
             async with httpx.AsyncClient(base_url=mail.url, timeout=30) as control:
                 for spec in bounces():
                     (await control.post("/_control/faults", json=spec)).raise_for_status()

@@ -67,8 +67,10 @@ OPERATIONS = [
     "/api/emails",
     *(["/api/sync/connections", "/api/sync/runs"] if BILLING_PLATFORM else []),
 ]
-# A rate-limited sign-in is tried again after Retry-After, as a browser's user would.
-SIGN_IN_ATTEMPTS = 4
+# A sign-in answered 429 or 503 is tried again after Retry-After, as a browser's user would;
+# an owner still signed out after that waits before trying again rather than hammering.
+SIGN_IN_ATTEMPTS = 3
+SIGN_IN_BACKOFF_SECONDS = 15.0
 
 _numbers = itertools.count(1)
 _lock = threading.Lock()
@@ -146,6 +148,7 @@ class Owner(HttpUser):
         self.clients: list[int] = []
         self.invoices: list[str] = []
         self.connected = False
+        self.sign_in_after = 0.0
         self.sign_in()
         try:
             self.add_client()
@@ -165,9 +168,12 @@ class Owner(HttpUser):
         429 or 503 with Retry-After) is a failure. An owner without a token (its sign-in
         failed) signs in first, as the app sends a signed-out user to the sign-in page."""
         if not self.access_token:
+            if time.monotonic() < self.sign_in_after:
+                raise RescheduleTask()  # signed out, waiting before trying again
             self.sign_in()
             if not self.access_token:
-                raise RescheduleTask()  # still signed out: another step later
+                self.sign_in_after = time.monotonic() + SIGN_IN_BACKOFF_SECONDS
+                raise RescheduleTask()
         headers = {"Authorization": f"Bearer {self.access_token}", **kwargs.pop("headers", {})}
         with self.client.request(
             method, path, name=name, headers=headers, catch_response=True, **kwargs
@@ -192,7 +198,7 @@ class Owner(HttpUser):
             catch_response=True,
         ) as login:
             judge(login, (302,))
-        if login.status_code == 429:
+        if login.status_code in (429, 503):
             return retry_after(login)
         if login.status_code != 302:
             return None
@@ -213,7 +219,7 @@ class Owner(HttpUser):
             catch_response=True,
         ) as done:
             judge(done, (200,))
-        if done.status_code == 429:
+        if done.status_code in (429, 503):
             return retry_after(done)
         if done.status_code == 200:
             tokens = done.json()
