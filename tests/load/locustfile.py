@@ -17,7 +17,8 @@ status is counted per operation and written as JSON to `LOAD_REPORT` when the ru
 
 Environment: LOAD_PROVIDER (the OpenID Connect provider's URL), LOAD_BILLING_PLATFORM (the
 billing platform simulator's URL, empty: no syncs), LOAD_BOUNCING (comma-separated
-addresses the email providers' simulator bounces), LOAD_REPORT (the JSON's path).
+addresses the email providers' simulator bounces), LOAD_REPORT (the JSON's path),
+LOAD_TOUR (1: every step once first).
 """
 
 import itertools
@@ -40,6 +41,8 @@ PROVIDER = os.environ.get("LOAD_PROVIDER", "")
 BILLING_PLATFORM = os.environ.get("LOAD_BILLING_PLATFORM", "")
 BOUNCING = [a for a in os.environ.get("LOAD_BOUNCING", "").split(",") if a]
 REPORT = os.environ.get("LOAD_REPORT", "")
+# Set: each owner first takes every step once (`Owner.tour`), then the random mix.
+TOUR = os.environ.get("LOAD_TOUR", "") == "1"
 
 # FakePay's test cards (docs/fakepay.md): the last four digits decide.
 GOOD_CARD = {"number": "4242 4242 4242 4242", "name": "Load Owner", "expiry": "01-2040"}
@@ -156,6 +159,8 @@ class Owner(HttpUser):
             self.save_card()
             if BILLING_PLATFORM:
                 self.connect_billing_platform()
+            if TOUR:
+                self.tour()
         except RescheduleTask:
             pass  # signed out: the tasks sign in again and add what is missing
 
@@ -286,6 +291,20 @@ class Owner(HttpUser):
 
     def card(self) -> dict[str, str]:
         return DECLINING_CARD if random.random() < DECLINE_SHARE else GOOD_CARD
+
+    def tour(self) -> None:
+        """Every step of the mix once, in an order where each finds what it needs: a short
+        run (the smoke test) then covers every request type whatever the dice say."""
+        self.create_invoice()
+        self.list_invoices()
+        self.read_invoice()
+        self.send_invoice()
+        self.pay_invoice()
+        self.create_paid_invoice()
+        self.top_up_wallet()
+        self.refresh()
+        self.look_around()
+        self.sync_now()
 
     # --- the mix ---------------------------------------------------------------------------
 
