@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 # Every package of the workspace: a new service or library is type-checked once it has a src/.
 TYPED := $(wildcard libs/*/src services/*/src simulators/src)
 GATEWAY_PORT := 8100
+# How many processes of every API and worker `make run` starts (deploy/local/Procfile, scaled
+# by scripts/devstack.py procfile: replica r of an API on its port + 10 * (r - 1)).
+SCALE ?= 1
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -72,8 +75,11 @@ run: setup
 	@echo "Billing API:   http://127.0.0.1:9100/v1/invoices  (the billing platform's simulator, docs/billing_api.md)"
 	@echo "Sync:          http://127.0.0.1:8104/docs  (connect a billing platform: docs/sync.md)"
 	@echo "A token:       make token SUB=alice@example.com"
+	@echo "Processes:     $(SCALE) of every API and worker (make run SCALE=2: docs/deploy.md)"
 	@echo
-	$(BIN)/honcho start -f deploy/local/Procfile -d .
+	@mkdir -p .run
+	$(BIN)/python scripts/devstack.py procfile --scale $(SCALE) > .run/Procfile
+	$(BIN)/honcho start -f .run/Procfile -d .
 
 # Signs in at the local mock provider through the gateway, the way a browser does.
 token: setup
@@ -127,7 +133,7 @@ pytest: setup
 	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
 	$(BIN)/pytest
 
-test: lint typecheck deploy-check docs-check pytest
+test: lint typecheck deploy-check docs-check web-test pytest
 
 bench: setup wrk
 	$(BIN)/python scripts/devstack.py ensure-mysql
@@ -175,3 +181,63 @@ DURATION ?= 5m
 load: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/load.py --users $(USERS) --duration $(DURATION) $(LOAD_ARGS)
+
+# --- The web app (web/README.md) --------------------------------------------------------------
+# npm ci from the lock file. Playwright's own browser download is skipped: the end-to-end
+# tests drive Debian's Chromium. Node 20.19 or newer must be on the machine (Vite 8 needs it;
+# Debian 12's nodejs is 18).
+.PHONY: web-setup web-types web-test
+WEB_NODE_MODULES := web/node_modules/.package-lock.json
+
+$(WEB_NODE_MODULES): web/package.json web/package-lock.json
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' \
+		|| { echo "The web app needs Node.js 20.19 or newer (found: $$(node --version 2>&1))." >&2; exit 1; }
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $@
+
+web-setup: $(WEB_NODE_MODULES)
+
+# Rewrites the services' OpenAPI documents and the web app's types generated from them.
+web-types: setup web-setup
+	$(BIN)/python scripts/export_openapi.py
+	cd web && npm run --silent types
+
+# Documents and types fresh, lint, types, unit tests, the build and its size budget.
+web-test: setup web-setup
+	$(BIN)/python scripts/export_openapi.py --check
+	cd web && npm run --silent types:check
+	cd web && npm run --silent lint
+	cd web && npm run --silent typecheck
+	cd web && npm run --silent test
+	cd web && npm run --silent build
+	cd web && npm run --silent size
+
+# --- the web app: served by the gateway, tested end to end in a browser ----------------------
+
+# The end-to-end tests' browser: Debian's Chromium (Playwright downloads none), or the one
+# CHROMIUM_PATH names (CI's runner, whose Ubuntu has Chromium only as a snap).
+.PHONY: chromium web-build web-e2e bench-web
+chromium:
+	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || { \
+		echo "Installing Debian's Chromium for the end-to-end tests ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The app as the gateway serves it (web/dist); `make run` serves it once built.
+web-build: web-setup
+	cd web && npm run build
+
+# Playwright through the gateway against the whole suite on free ports (web/e2e/README.md);
+# screenshots of every screen land in web/e2e-artifacts/.
+web-e2e: setup chromium web-build
+	@if [ "$$LEDGERLINE_TEST_BACKEND" != containers ]; then $(BIN)/python scripts/devstack.py ensure-mysql; fi
+	cd web && npx tsc --noEmit -p e2e
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm run e2e
+
+# Filter change to rows shown in the browser, beside the API's own time (docs/benchmarks.md).
+bench-web: setup chromium web-build
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/bench_web.py
+
+run: web-build
+test: web-e2e

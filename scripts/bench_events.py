@@ -700,13 +700,20 @@ async def run(args: argparse.Namespace) -> str:
     pipe_topic, floor_topic, bulk_topic = (f"bench.{n}.{suffix}" for n in ("pipe", "floor", "bulk"))
     await create_schemas()
     await ensure_topics(bootstrap, [pipe_topic, floor_topic, bulk_topic])
-    processes = {
-        "source worker": spawn("source-worker", [bootstrap], workdir / "source.log"),
-        "sink worker": spawn(
+    processes = {}
+    # --replicas N: N processes of each worker, as `make run SCALE=N` runs them: the relays
+    # share the outbox, the sinks split the topic's partitions in one consumer group.
+    for replica in range(1, args.replicas + 1):
+        suffix_name = "" if replica == 1 else f" {replica}"
+        processes[f"source worker{suffix_name}"] = spawn(
+            "source-worker", [bootstrap], workdir / f"source{replica}.log"
+        )
+        processes[f"sink worker{suffix_name}"] = spawn(
             "sink-worker",
             [bootstrap, pipe_topic, str(workdir / "effects.txt")],
-            workdir / "sink.log",
-        ),
+            workdir / f"sink{replica}.log",
+        )
+    processes |= {
         "floor consumer": spawn(
             "floor-consumer",
             [bootstrap, floor_topic, str(workdir / "floor.txt")],
@@ -917,8 +924,8 @@ def render(args: argparse.Namespace, results: Results, elapsed: float, workdir: 
 
 Machine: {os.cpu_count()} cores ({model}); Python {platform.python_version()}; the dev broker
 (tansu, memory storage) on its own port; MariaDB on 127.0.0.1. Consumer fetch wait
-{consumer_fetch_wait_ms()} ms. Code: {code_version()}. {args.rounds} rounds; run time
-{elapsed / 60:.1f} min. Logs: {workdir}.
+{consumer_fetch_wait_ms()} ms. Workers: {args.replicas} of each. Code: {code_version()}.
+{args.rounds} rounds; run time {elapsed / 60:.1f} min. Logs: {workdir}.
 
 Latency, one hop, light load (one change every {args.light_gap} s, {args.light_events} per
 round):
@@ -962,6 +969,9 @@ def main() -> None:
         "--fetch-wait-ms",
         type=int,
         help="the consumers' fetch wait (KAFKA_FETCH_MAX_WAIT_MS); default: the settings'",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="processes of each worker (source and sink)"
     )
     parser.add_argument("--quick", action="store_true", help="one short round of each")
     parser.add_argument("--keep", action="store_true", help="keep the schemas afterwards")

@@ -134,8 +134,14 @@ INSERT_CLIENT = (
     "VALUES (%s, %s, %s, %s, %s, %s)"
 )
 INSERT_INVOICE = (
-    "INSERT INTO invoices (id, owner_id, client_id, client_name, description, amount, currency,"
-    " status, due_date, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "INSERT INTO invoices (id, owner_id, number, client_id, client_name, description, amount,"
+    " currency, status, due_date, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+# Each owner's counter at its last number, as the service keeps it for the next invoice.
+INSERT_COUNTERS = (
+    "INSERT INTO invoice_counters (owner_id, last_number)"
+    " SELECT owner_id, COUNT(*) FROM invoices GROUP BY owner_id"
 )
 
 Row = tuple[Any, ...]
@@ -251,6 +257,8 @@ def generate(plan: SeedPlan, today: date) -> Generated:
 
     def batches() -> Iterator[list[Row]]:
         descriptions: dict[tuple[int, int, int], str] = {}
+        # Numbers run 1, 2, 3... per owner in creation order, as the service gives them.
+        last_numbers = [0] * len(owner_ids)
         for start in range(0, len(invoices), INSERT_BATCH):
             rows: list[Row] = []
             for second, owner_index, client_id in invoices[start : start + INSERT_BATCH]:
@@ -265,10 +273,12 @@ def generate(plan: SeedPlan, today: date) -> Generated:
                 if status != "pending":
                     settled = created_at + timedelta(days=rng.randrange(1, 60))
                     updated_at = max(created_at, min(settled, midnight))
+                last_numbers[owner_index] += 1
                 rows.append(
                     (
                         uuid7().bytes,
                         owner_ids[owner_index].bytes,
+                        f"INV-{last_numbers[owner_index]:06d}",
                         client_id,
                         names[client_id - 1],
                         text,
@@ -384,11 +394,21 @@ async def seed(schema: str, plan: SeedPlan) -> Seed:
         queue: asyncio.Queue[list[Row] | None] = asyncio.Queue(maxsize=2)
 
         async def load(connection: Any) -> None:
+            # After a failure it still empties the queue, so the loop below never waits on a
+            # full one; the gather then raises the failure.
+            failure: Exception | None = None
             async with connection.cursor() as cursor:
                 cursor.max_stmt_length = 4 * 1024 * 1024
                 while (rows := await queue.get()) is not None:
-                    await cursor.executemany(INSERT_INVOICE, rows)
-                    await connection.commit()
+                    if failure is not None:
+                        continue
+                    try:
+                        await cursor.executemany(INSERT_INVOICE, rows)
+                        await connection.commit()
+                    except Exception as exc:
+                        failure = exc
+            if failure is not None:
+                raise failure
 
         workers = [asyncio.create_task(load(loader)) for loader in loaders]
         loaded = 0
@@ -402,6 +422,7 @@ async def seed(schema: str, plan: SeedPlan) -> Seed:
         await asyncio.gather(*workers)
         say(f"  loaded, building the deferred indexes, {time.perf_counter() - started:.0f} s")
         await deferred.restore()
+        await fetch(loaders[0], INSERT_COUNTERS)
         await fetch(loaders[0], "ANALYZE TABLE clients, invoices")
         seconds = time.perf_counter() - started
         await fetch(

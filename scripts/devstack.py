@@ -5,6 +5,7 @@ Run with the project's virtual environment: `python scripts/devstack.py provisio
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,26 +121,99 @@ def broker() -> None:
     )
 
 
+def web_static_root() -> Path:
+    """The files the gateway serves at /: GATEWAY_STATIC_ROOT when set, else the built web
+    app (`make web-build` writes web/dist), else the placeholder page."""
+    from common.testing.gateway import GATEWAY_DIR
+
+    if named := os.environ.get("GATEWAY_STATIC_ROOT"):
+        return Path(named).resolve()
+    built = ROOT / "web" / "dist"
+    return built if (built / "index.html").exists() else GATEWAY_DIR / "static"
+
+
 def gateway() -> None:
     """Run the nginx gateway in the foreground in front of the local services."""
     from common.testing.gateway import GatewayConfig, nginx_binary, render
 
+    def upstream(name: str, default: str) -> list[str]:
+        # One address, or one per replica separated by commas (`procfile` writes them).
+        return os.environ.get(f"{name}_UPSTREAM", default).split(",")
+
     config = GatewayConfig(
         port=int(os.environ.get("GATEWAY_PORT", "8100")),
-        user_upstream=os.environ.get("USER_UPSTREAM", "127.0.0.1:8101"),
-        invoice_upstream=os.environ.get("INVOICE_UPSTREAM", "127.0.0.1:8102"),
-        payment_upstream=os.environ.get("PAYMENT_UPSTREAM", "127.0.0.1:8103"),
-        email_upstream=os.environ.get("EMAIL_UPSTREAM", "127.0.0.1:8105"),
-        sync_upstream=os.environ.get("SYNC_UPSTREAM", "127.0.0.1:8104"),
+        user_upstream=upstream("USER", "127.0.0.1:8101"),
+        invoice_upstream=upstream("INVOICE", "127.0.0.1:8102"),
+        payment_upstream=upstream("PAYMENT", "127.0.0.1:8103"),
+        email_upstream=upstream("EMAIL", "127.0.0.1:8105"),
+        sync_upstream=upstream("SYNC", "127.0.0.1:8104"),
+        static_root=web_static_root(),
     )
     run_dir = ROOT / ".run" / "gateway"
     main_conf = render(config, run_dir)
     binary = nginx_binary()
-    print(f"gateway on http://127.0.0.1:{config.port}/ (logs in {run_dir})", flush=True)
+    print(
+        f"gateway on http://127.0.0.1:{config.port}/ serving {config.static_root} "
+        f"(logs in {run_dir})",
+        flush=True,
+    )
     os.execv(  # noqa: S606 - Debian's nginx with our rendered configuration, no shell involved
         binary,
         [binary, "-p", str(run_dir), "-c", str(main_conf), "-e", str(run_dir / "error.log")],
     )
+
+
+PROCFILE = ROOT / "deploy" / "local" / "Procfile"
+# Replica r (from 1) of an API listens on its port in the Procfile plus 10 * (r - 1): with
+# SCALE=2 the user API is on 8101 and 8111, the email API on 8105 and 8115.
+REPLICA_PORT_STEP = 10
+MAX_SCALE = 9
+PORT_OPTION = re.compile(r"--port (\d+)")
+
+
+def procfile(scale: int) -> str:
+    """deploy/local/Procfile with `scale` processes of every API (`<service>-api`) and worker
+    (`<service>-worker`), and the gateway told every API replica's address.
+
+    The first replica keeps the Procfile's name and port; the others are `<name>-<r>` on the
+    port 10 * (r - 1) higher. Everything else (broker, simulators, S3) runs once.
+    """
+    if not 1 <= scale <= MAX_SCALE:
+        sys.exit(f"SCALE must be 1 to {MAX_SCALE}, not {scale}")
+    entries = []
+    for line in PROCFILE.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, command = (part.strip() for part in line.split(":", 1))
+        entries.append((name, command))
+    upstreams: dict[str, list[str]] = {}
+    lines = []
+    for name, command in entries:
+        if name.endswith("-api"):
+            found = PORT_OPTION.search(command)
+            if found is None:
+                sys.exit(f"{PROCFILE}: {name} has no --port")
+            port = int(found.group(1))
+            addresses = upstreams.setdefault(name.removesuffix("-api").upper(), [])
+            for replica in range(1, scale + 1):
+                replica_port = port + REPLICA_PORT_STEP * (replica - 1)
+                addresses.append(f"127.0.0.1:{replica_port}")
+                replica_name = name if replica == 1 else f"{name}-{replica}"
+                replica_command = PORT_OPTION.sub(f"--port {replica_port}", command)
+                lines.append(f"{replica_name}: {replica_command}")
+        elif name.endswith("-worker"):
+            for replica in range(1, scale + 1):
+                lines.append(f"{name if replica == 1 else f'{name}-{replica}'}: {command}")
+        elif name != "gateway":
+            lines.append(f"{name}: {command}")
+    for name, command in entries:
+        if name == "gateway":
+            variables = " ".join(
+                f"{service}_UPSTREAM={','.join(addresses)}"
+                for service, addresses in upstreams.items()
+            )
+            lines.append(f"gateway: {variables} {command}")
+    return "\n".join(lines) + "\n"
 
 
 S3_PORT = 9300
@@ -174,8 +248,15 @@ def main() -> None:
         "gateway": gateway,
         "s3": s3,
     }
-    parser.add_argument("command", choices=list(commands))
-    commands[parser.parse_args().command]()
+    parser.add_argument("command", choices=[*commands, "procfile"])
+    parser.add_argument(
+        "--scale", type=int, default=1, help="procfile: processes of every API and worker"
+    )
+    arguments = parser.parse_args()
+    if arguments.command == "procfile":
+        print(procfile(arguments.scale), end="")
+    else:
+        commands[arguments.command]()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@
 # <tag> is what CI pushed (the commit's short sha); <registry> defaults to LEDGERLINE_REGISTRY,
 # then to ghcr.io/ledgerline/ledgerline, where CI pushes ghcr.io/<owner>/<repo>/<service>.
 # KUBECTL names the kubectl to use (default: kubectl on the PATH).
+#
+# LEDGERLINE_DIGESTS, when set, names a file of `<name> sha256:<hex>` lines (CI writes one from
+# each image build's digest): every image is then pinned as <registry>/<name>@sha256:<hex>,
+# which names the very bytes that were tested, whatever later happens to the tag. Every image
+# of the suite must have its line, so a release is never half pinned.
 set -eu
 
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then
@@ -42,7 +47,16 @@ images=$("$kubectl" kustomize "$overlay" | sed -n 's#^ *image: ledgerline/\([a-z
     for name in $images; do
         echo "  - name: ledgerline/$name"
         echo "    newName: $registry/$name"
-        echo "    newTag: \"$tag\""
+        if [ -n "${LEDGERLINE_DIGESTS:-}" ]; then
+            digest=$(awk -v name="$name" '$1 == name { print $2 }' "$LEDGERLINE_DIGESTS")
+            if ! printf '%s' "$digest" | grep -Eq '^sha256:[0-9a-f]{64}$'; then
+                echo "$0: no digest for image $name in $LEDGERLINE_DIGESTS" >&2
+                exit 2
+            fi
+            echo "    digest: \"$digest\""
+        else
+            echo "    newTag: \"$tag\""
+        fi
     done
 } > "$release/kustomization.yaml"
 "$kubectl" kustomize "$release"

@@ -4,6 +4,7 @@ upstream that answers every request with the headers it received."""
 
 import asyncio
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -226,3 +227,139 @@ async def test_the_longest_query_a_document_allows_reaches_the_service(
     assert too_long.status_code == 414
     assert too_long.headers["content-type"] == "application/problem+json"
     assert too_long.json()["status"] == 414
+
+# --- the web app's files ----------------------------------------------------------------------
+
+INDEX = b'<!doctype html><title>Ledgerline</title><script src="/assets/app-1a2b3c.js">'
+ASSET = b"console.log('app')"
+YEAR = "public, max-age=31536000, immutable"
+
+
+@pytest.fixture(scope="module")
+def with_app(echo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A gateway whose static root holds a built app: index.html, a hashed asset, a favicon.
+    Not under pytest's temporary folder: nginx's workers run as `nobody` when the tests run
+    as root, and may not enter that folder."""
+    with tempfile.TemporaryDirectory(prefix="ledgerline-web-dist-") as folder:
+        root = Path(folder)
+        root.chmod(0o755)
+        yield from _gateway_with_app(echo, root, tmp_path_factory)
+
+
+def _gateway_with_app(
+    echo: str, root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    (root / "assets").mkdir(mode=0o755)
+    (root / "index.html").write_bytes(INDEX)
+    (root / "assets" / "app-1a2b3c.js").write_bytes(ASSET)
+    (root / "favicon.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    config = GatewayConfig(
+        port=free_port(),
+        user_upstream=echo,
+        invoice_upstream=echo,
+        payment_upstream=echo,
+        email_upstream=echo,
+        static_root=root,
+    )
+    yield from run_gateway(config, tmp_path_factory.mktemp("gateway-app"))
+
+
+async def test_hashed_assets_are_kept_for_a_year(with_app: tuple[str, Path]) -> None:
+    url, _ = with_app
+    async with httpx.AsyncClient(base_url=url) as client:
+        asset = await client.get("/assets/app-1a2b3c.js")
+        missing = await client.get("/assets/app-000000.js")
+
+    assert asset.status_code == 200
+    assert asset.content == ASSET
+    assert asset.headers["content-type"] == "application/javascript"
+    assert asset.headers["cache-control"] == YEAR
+    # The location's header does not replace the server's security headers.
+    assert asset.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in asset.headers["content-security-policy"]
+    assert missing.status_code == 404, "an asset of another build is missing, not index.html"
+    assert "cache-control" not in missing.headers
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/index.html", "/sales", "/sales/0191e0c4?status=paid&order_by=due_date"]
+)
+async def test_the_app_and_its_routes_are_index_html_never_cached(
+    with_app: tuple[str, Path], path: str
+) -> None:
+    url, _ = with_app
+    async with httpx.AsyncClient(base_url=url) as client:
+        page = await client.get(path)
+        again = await client.get(path, headers={"If-None-Match": page.headers["etag"]})
+
+    assert page.status_code == 200
+    assert page.content == INDEX
+    assert page.headers["content-type"] == "text/html"
+    assert page.headers["cache-control"] == "no-cache"
+    csp = page.headers["content-security-policy"]
+    for directive in ("script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"):
+        assert directive in csp
+    assert again.status_code == 304, "no-cache: asked again, and answered from the browser's copy"
+
+
+async def test_a_file_at_the_root_is_served_as_itself(with_app: tuple[str, Path]) -> None:
+    url, _ = with_app
+    async with httpx.AsyncClient(base_url=url) as client:
+        icon = await client.get("/favicon.svg")
+
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/svg+xml"
+    assert icon.headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/nothing", "/.well-known/openid-configuration", "/gateway/status", "/internal/x"],
+)
+async def test_paths_outside_the_app_are_not_index_html(
+    with_app: tuple[str, Path], path: str
+) -> None:
+    url, _ = with_app
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get(path)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "cache-control" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/api/invoices", "/invoices", "/api/emails", "/webhooks/x"])
+async def test_api_answers_get_no_cache_header_of_the_gateway(
+    with_app: tuple[str, Path], path: str
+) -> None:
+    url, _ = with_app
+    Echo.seen.clear()
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get(path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json", "the service answered"
+    assert "cache-control" not in response.headers
+    assert Echo.seen == [f"GET {path}"]
+
+
+@pytest.mark.parametrize("path", ["/invoices", "/invoices/new", "/invoices/0191e0c4?tab=emails"])
+async def test_a_page_load_of_the_apps_invoice_screens_is_the_app(
+    with_app: tuple[str, Path], path: str
+) -> None:
+    """/invoices is both seed 001's API and the app's screen: a browser's page load (and
+    only that) gets the app; fetch() and API clients get the invoice service."""
+    url, _ = with_app
+    Echo.seen.clear()
+    async with httpx.AsyncClient(base_url=url) as client:
+        page_load = await client.get(path, headers={"Sec-Fetch-Mode": "navigate"})
+        fetched = await client.get(path, headers={"Sec-Fetch-Mode": "cors"})
+        scripted = await client.get(path)
+        posted = await client.post(path, headers={"Sec-Fetch-Mode": "navigate"})
+
+    assert page_load.content == INDEX
+    assert page_load.headers["cache-control"] == "no-cache"
+    assert fetched.headers["content-type"] == "application/json"
+    assert scripted.headers["content-type"] == "application/json"
+    assert posted.headers["content-type"] == "application/json", "a form post is the API's"
+    assert len(Echo.seen) == 3

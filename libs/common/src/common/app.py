@@ -19,6 +19,7 @@ from common.middleware import (
     RetryReadMiddleware,
 )
 from common.openapi import install_openapi
+from common.tracing import configure_tracing, server_telemetry
 
 
 def create_service_app(
@@ -33,6 +34,7 @@ def create_service_app(
 ) -> FastAPI:
     """An app with the database engine, token verifier and shared middleware in place."""
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    configure_tracing(settings.service_name, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +65,8 @@ def create_service_app(
         description=description,
         version=version,
         lifespan=lifespan,
+        # Outside every middleware: the request's log line carries its trace id.
+        telemetry=server_telemetry(),
     )
     install_error_handlers(app)
     app.include_router(health_router)

@@ -6,6 +6,15 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
+# OpenTelemetry's names of its samplers (OTEL_TRACES_SAMPLER); common.tracing builds them.
+SamplerName = Literal[
+    "parentbased_traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "traceidratio",
+    "always_on",
+    "always_off",
+]
 
 # Values that exist so a fresh clone runs; production refuses to start with any of them.
 DEVELOPMENT_PLACEHOLDER = "dev-only-change-me"
@@ -45,6 +54,19 @@ class BaseServiceSettings(BaseSettings):
     idempotency_secret: SecretStr = Field(
         SecretStr(DEVELOPMENT_PLACEHOLDER), validation_alias=shared("IDEMPOTENCY_SECRET")
     )
+
+    # Traces (common.tracing), by OpenTelemetry's own variable names. Without an OTLP
+    # endpoint spans are made, and their ids logged, but sent nowhere.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias=shared("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_traces_sampler: SamplerName = Field(
+        "parentbased_traceidratio", validation_alias=shared("OTEL_TRACES_SAMPLER")
+    )
+    otel_traces_sampler_arg: float = Field(
+        1.0, ge=0, le=1, validation_alias=shared("OTEL_TRACES_SAMPLER_ARG")
+    )
+    otel_sdk_disabled: bool = Field(False, validation_alias=shared("OTEL_SDK_DISABLED"))
 
     # The largest request body the service reads; the gateway has its own, lower, limit.
     max_body_bytes: int = 1_048_576

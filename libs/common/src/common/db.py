@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from sqlalchemy.types import TypeDecorator
 
+from common.tracing import trace_engine
+
 # Constraint and index names that stay the same in every migration and every schema.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -65,6 +67,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "reset", _end_open_transaction)
     _ping_only_when_idle(engine)
+    trace_engine(engine)
     return engine
 
 
@@ -89,6 +92,7 @@ def create_read_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "connect", _read_only)
     _ping_only_when_idle(engine)
+    trace_engine(engine)
     return engine
 
 

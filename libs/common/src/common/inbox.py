@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, insert, select
@@ -32,6 +32,7 @@ from common.kafka import (
 from common.logging import get_logger
 from common.outbox import utcnow
 from common.runtime import sleep_unless
+from common.tracing import handling
 
 log = get_logger(__name__)
 
@@ -63,6 +64,25 @@ def _is_outage(exc: BaseException) -> bool:
         code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
         return isinstance(code, int) and 2000 <= code < 2100
     return False
+
+
+class PartitionsLogged(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs the partitions the group gives this process and takes away from it: with several
+    workers of a service, which one reads what, and when a dead one's partitions moved."""
+
+    def __init__(self, consumer: str) -> None:
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("partitions_revoked", consumer=self.consumer, partitions=_named(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions_assigned", consumer=self.consumer, partitions=_named(assigned))
+
+
+def _named(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
 
 
 class EventConsumer:
@@ -107,7 +127,11 @@ class EventConsumer:
         delay = 0.5
         while not stop.is_set():
             consumer = create_consumer(
-                self.bootstrap_servers, self.topics, self.name, self.fetch_max_wait_ms
+                self.bootstrap_servers,
+                self.topics,
+                self.name,
+                self.fetch_max_wait_ms,
+                PartitionsLogged(self.name),
             )
             producer = create_producer(self.bootstrap_servers)
             try:
@@ -188,10 +212,17 @@ class EventConsumer:
                     [{"consumer": self.name, "event_id": event.id} for event, _ in fresh],
                 )
                 for event, handler in fresh:
-                    with structlog.contextvars.bound_contextvars(
-                        event_id=event.id, event_type=event.type
+                    with (
+                        structlog.contextvars.bound_contextvars(
+                            event_id=event.id, event_type=event.type
+                        ),
+                        handling(event, self.name) as span,
                     ):
                         await handler(session, event)
+                        if span.is_recording():
+                            # The handler's writes, in its trace rather than in the
+                            # fetch's commit: one more round trip per traced event.
+                            await session.flush()
         except Exception as exc:
             log.debug("consumer_batch_failed", consumer=self.name, error_type=type(exc).__name__)
             return False
@@ -212,7 +243,8 @@ class EventConsumer:
         with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
             while not stop.is_set():
                 try:
-                    await self._handle_once(event, handler)
+                    with handling(event, self.name):
+                        await self._handle_once(event, handler)
                     return
                 except Exception as exc:
                     if _is_outage(exc):

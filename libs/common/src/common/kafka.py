@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -39,16 +39,20 @@ def create_consumer(
     topics: list[str],
     group_id: str,
     fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> AIOKafkaConsumer:
-    """A consumer of a group that commits its offsets itself, after its own transaction."""
-    return AIOKafkaConsumer(
-        *topics,
+    """A consumer of a group that commits its offsets itself, after its own transaction;
+    `listener` hears which partitions the group gives it and takes away."""
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
+    if topics:  # aiokafka refuses an empty subscription; such a consumer is assigned by hand
+        consumer.subscribe(topics, listener=listener)
+    return consumer
 
 
 async def ensure_topics(

@@ -11,6 +11,7 @@ import traceback
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 # Keys whose values never reach a log line, whatever a caller passes.
 SECRET_KEYS = frozenset(
@@ -28,6 +29,18 @@ SECRET_KEYS = frozenset(
         "secret",
     }
 )
+
+
+def _add_trace_ids(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """The ids of the current span's trace and of the span (common.tracing), to find a log
+    line's trace and a trace's log lines."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
+    return event_dict
 
 
 def _redact_secrets(
@@ -120,6 +133,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -
     """Route structlog and the standard library through one renderer."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact_secrets,

@@ -14,6 +14,7 @@ MySQL have no LISTEN/NOTIFY; this is the nearest they offer, and it needs no oth
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -34,6 +35,7 @@ from common.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent
 from common.kafka import create_producer, ensure_topics
 from common.logging import get_logger
 from common.runtime import sleep_unless
+from common.tracing import publishing, trace_context
 
 log = get_logger(__name__)
 
@@ -74,7 +76,9 @@ def add_event(
     session: AsyncSession, model: type[OutboxMessageMixin], topic: str, event: CloudEvent
 ) -> None:
     """Stage an event in the caller's transaction; it is published only if that commits, and
-    the relay is woken as soon as it has."""
+    the relay is woken as soon as it has. The event carries the current trace context."""
+    if event.traceparent is None and (context := trace_context()):
+        event = event.model_copy(update=context)
     session.add(
         model(
             event_id=event.id,
@@ -165,7 +169,11 @@ class _Ringer:
     def ring(self) -> None:
         self.again = True
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._ring())
+            # In a context of its own: the task outlives the request that started it and
+            # rings for later commits too, so it belongs to no request's trace or log lines.
+            self.task = asyncio.get_running_loop().create_task(
+                self._ring(), context=contextvars.Context()
+            )
 
     async def _ring(self) -> None:
         while self.again and (engine := self.engine()) is not None:
@@ -310,7 +318,8 @@ class OutboxRelay:
             rows = (await connection.execute(self._oldest)).all()
             if not rows:
                 return 0
-            await self._send(producer, rows)
+            with publishing(rows):
+                await self._send(producer, rows)
             await connection.execute(delete(model).where(model.id.in_([row.id for row in rows])))
         log.debug("outbox_published", count=len(rows))
         return len(rows)

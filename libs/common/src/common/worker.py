@@ -13,6 +13,7 @@ from common.inbox import EventConsumer, Handler, InboxMessageMixin
 from common.logging import configure_logging
 from common.outbox import OutboxMessageMixin, OutboxRelay
 from common.runtime import Loop, run_every, run_loops
+from common.tracing import configure_tracing
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ async def run_worker(
     """Run until a signal; `loops` are the service's own long-running jobs (built with the
     worker's sessions), next to the relay, the consumer and the schedules."""
     configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
+    configure_tracing(f"{settings.service_name}-worker", settings)
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=pool_size)
     sessionmaker = create_sessionmaker(engine)
     bootstrap_servers = settings.kafka_bootstrap_servers

@@ -26,6 +26,7 @@ from invoice.schemas import (
     ClientRead,
     InvoiceCreate,
     InvoiceDetail,
+    InvoiceExportQuery,
     InvoiceLineRead,
     InvoiceListQuery,
     InvoicePage,
@@ -188,6 +189,50 @@ async def list_invoices(
             items=[InvoiceRead.model_validate(i, from_attributes=True) for i in page.items],
             next_cursor=page.next_cursor,
         )
+    )
+
+
+CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every matching invoice as CSV, a header row first",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    },
+}
+
+
+# Before /invoices/{invoice_id}: routes match in the order declared, and "export.csv" is not
+# an invoice id.
+@router.get(
+    "/invoices/export.csv",
+    response_class=StreamingResponse,
+    responses=CSV_RESPONSES,
+    summary="Export the user's invoices as CSV, with the listing's filters and sort",
+    openapi_extra=query_parameters(InvoiceExportQuery),
+)
+async def export_invoices(
+    query: Annotated[InvoiceExportQuery, Depends(query_model(InvoiceExportQuery))],
+    user: CurrentUser,
+    http_request: Request,
+) -> StreamingResponse:
+    """The listing's filters and sort (`client_name`, `status`, `due_date`, `order_by`,
+    `order_dir`), every match rather than a page: streamed as it is read, so a file of any
+    size starts at once. Cells that a spreadsheet would run as a formula start with `'`."""
+    rows = service.export_invoices(
+        http_request.app.state.read_engine,
+        user.id,
+        InvoiceFilter(query.client_name, query.status, query.due_date),
+        query.order_by,
+        query.order_dir == "desc",
+    )
+    filename = f"invoices-{service.today_utc().isoformat()}.csv"
+    return StreamingResponse(
+        service.invoices_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f"attachment; filename={filename}",
+            # The owner's data: kept by nobody in between, and asked for again each time.
+            "Cache-Control": "private, no-store",
+        },
     )
 
 

@@ -229,6 +229,16 @@ class InvoiceListQuery(Strict):
     cursor: str | None = Field(None, max_length=1024)
 
 
+class InvoiceExportQuery(Strict):
+    """The listing's filters and sort, without paging: the export holds every match."""
+
+    client_name: Name | None = Field(None, description="Client names starting with this text")
+    status: StatusFilter | None = None
+    due_date: IsoDate | None = None
+    order_by: Literal["client_name", "status", "due_date"] = "due_date"
+    order_dir: Literal["asc", "desc"] = "desc"
+
+
 class PageQuery(Strict):
     limit: ListLimit = 10
     cursor: str | None = Field(None, max_length=1024)

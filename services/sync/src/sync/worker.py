@@ -19,6 +19,7 @@ from common.kafka import create_consumer, ensure_topics
 from common.logging import configure_logging, get_logger
 from common.outbox import OutboxRelay
 from common.runtime import Loop, run_every, run_loops, sleep_unless
+from common.tracing import configure_tracing
 from sync import consumers, service
 from sync.commands import JOB_REQUESTED, JOBS_TOPIC, JobRequested
 from sync.config import SyncSettings, get_settings
@@ -117,6 +118,7 @@ async def dispatch_all(
 async def run(settings: SyncSettings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging(f"{settings.service_name}-worker", settings.log_level, settings.log_format)
+    configure_tracing(f"{settings.service_name}-worker", settings)
     keyring = Keyring.parse(settings.connection_key.get_secret_value())
     engine = create_engine(settings.database_url.get_secret_value(), pool_size=JOBS_PARTITIONS)
     sessionmaker = create_sessionmaker(engine)

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,18 +35,22 @@ http {{
 """
 
 
+# One service's API: its address (`host:port`), or the addresses of its replicas.
+Upstream = str | Sequence[str]
+
+
 @dataclass
 class GatewayConfig:
     """What differs between one local gateway and another: ports, upstreams, limits."""
 
     port: int
-    user_upstream: str
-    invoice_upstream: str
+    user_upstream: Upstream
+    invoice_upstream: Upstream
     # Port 9 (discard) has nothing listening: a gateway started without a payment service
     # answers its paths with the usual 503 problem instead of refusing to start.
-    payment_upstream: str = "127.0.0.1:9"
-    email_upstream: str = "127.0.0.1:9"
-    sync_upstream: str = "127.0.0.1:9"
+    payment_upstream: Upstream = "127.0.0.1:9"
+    email_upstream: Upstream = "127.0.0.1:9"
+    sync_upstream: Upstream = "127.0.0.1:9"
     api_rate: str = "50r/s"
     api_burst: int = 100
     auth_rate: str = "10r/s"
@@ -89,14 +94,23 @@ class GatewayConfig:
         }
 
 
-def upstream_servers(addresses: str) -> str:
-    """An upstream's servers, given as `host:port` separated by spaces (one per replica), for
-    the template's `server ${X_UPSTREAM};`: the first is written by the template, the others
-    follow it as `server` lines of their own."""
-    servers = addresses.split()
-    if not servers or any(not re.fullmatch(r"[A-Za-z0-9.-]+:[0-9]{1,5}", s) for s in servers):
-        raise ValueError(f"not host:port addresses separated by spaces: {addresses!r}")
-    return "; server ".join(servers)
+# What nginx takes as a server's address (`host:port`, `unix:/path`): one word, nothing that
+# would end the directive or the block.
+ADDRESS = re.compile(r"[^\s;{}'\"]+")
+
+
+def upstream_servers(upstream: Upstream) -> str:
+    """The value of an upstream's placeholder, which the template writes as
+    `server ${<NAME>_UPSTREAM};`: one address, or several (a list, or one string of addresses
+    separated by spaces) joined by `; server `, so that nginx reads one `server` line per
+    replica and balances among them."""
+    addresses = upstream.split() if isinstance(upstream, str) else list(upstream)
+    if not addresses:
+        raise ValueError("an upstream needs at least one address")
+    for address in addresses:
+        if not ADDRESS.fullmatch(address):
+            raise ValueError(f"not an upstream address (host:port): {address!r}")
+    return "; server ".join(addresses)
 
 
 ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")
