@@ -228,6 +228,7 @@ async def test_the_longest_query_a_document_allows_reaches_the_service(
     assert too_long.headers["content-type"] == "application/problem+json"
     assert too_long.json()["status"] == 414
 
+
 # --- the web app's files ----------------------------------------------------------------------
 
 INDEX = b'<!doctype html><title>Ledgerline</title><script src="/assets/app-1a2b3c.js">'
