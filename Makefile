@@ -24,6 +24,7 @@ help:
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
 	@echo "make bench  - the listing, events, PDF, email, sync and billing-run benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
+	@echo "make load   - locust owners through the gateway, then again with faults (USERS=200 LOAD_DURATION=5m)"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
 
@@ -161,6 +162,26 @@ bench-events: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_events.py
 
+# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
+# across a restart (docs/reliability.md). Node and npm come with the machine.
+S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
+$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
+	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: s3rver
+s3rver: $(S3RVER)
+pytest: $(S3RVER)
+
+# The load test (docs/benchmarks.md, "Load"): the whole suite on free ports, USERS owners
+# through the gateway for LOAD_DURATION, then the same run with faults injected. Loopback only.
+USERS ?= 200
+LOAD_DURATION ?= 5m
+.PHONY: load
+load: setup
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/load.py --users $(USERS) --duration $(LOAD_DURATION) $(LOAD_ARGS)
+
 # --- The web app (web/README.md) --------------------------------------------------------------
 # npm ci from the lock file. Playwright's own browser download is skipped: the end-to-end
 # tests drive Debian's Chromium. Node 20.19 or newer must be on the machine (Vite 8 needs it;
@@ -220,17 +241,6 @@ bench-web: setup chromium web-build
 
 run: web-build
 test: web-e2e
-# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
-# across a restart (docs/reliability.md). Node and npm come with the machine.
-S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
-$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
-	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
-
-.PHONY: s3rver
-s3rver: $(S3RVER)
-pytest: $(S3RVER)
-
 # The fault drill (docs/reliability.md): the whole suite under traffic and faults for DURATION
 # seconds, then every record reconciled; exits non-zero on anything lost or doubled.
 DURATION ?= 180

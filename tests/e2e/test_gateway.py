@@ -212,6 +212,23 @@ async def test_the_keys_and_the_health_check_have_their_own_budget(
     assert api.status_code == 200, "a flood of them leaves the API its own budget"
 
 
+async def test_the_longest_query_a_document_allows_reaches_the_service(
+    plain: tuple[str, Path],
+) -> None:
+    """A 1,024-character cursor of 4-byte characters is 12 KiB percent-encoded: more than
+    nginx's default buffer, which answered its own HTML 414 instead of the service's 422."""
+    url, _ = plain
+    query = {"client_name": "\U0001f600" * 200, "cursor": "\U0001f600" * 1024, "limit": "10"}
+    async with httpx.AsyncClient(base_url=url) as client:
+        allowed = await client.get("/api/invoices", params=query)
+        too_long = await client.get("/api/invoices", params={"cursor": "x" * 40_000})
+
+    assert allowed.status_code == 200, "the upstream got it"
+    assert too_long.status_code == 414
+    assert too_long.headers["content-type"] == "application/problem+json"
+    assert too_long.json()["status"] == 414
+
+
 # --- the web app's files ----------------------------------------------------------------------
 
 INDEX = b'<!doctype html><title>Ledgerline</title><script src="/assets/app-1a2b3c.js">'

@@ -13,14 +13,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 from sqlalchemy import String, delete, func, select, text
 from sqlalchemy.event import listen, remove
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db import create_engine, create_sessionmaker, service_metadata
 from common.events import CloudEvent, new_event
 from common.inbox import EventConsumer, InboxMessageMixin
 from common.kafka import create_producer, ensure_topics
-from common.outbox import LOCK_NAME, OutboxMessageMixin, OutboxRelay, add_event
+from common.outbox import LOCK_NAME, OutboxMessageMixin, OutboxRelay, _Ringer, add_event
 from common.testing.plugin import next_event, temporary_database
 from common.testing.servers import MysqlServer, free_port, start_tansu
 
@@ -510,3 +515,21 @@ async def test_a_group_committed_past_the_end_of_its_partitions_reads_them_again
         await asyncio.wait_for(running, 20)
 
     assert sorted(notes) == sorted(f"{group}:after the loss {n}" for n in range(6))
+async def test_a_wake_up_that_finds_no_free_connection_gives_up_quietly(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Under load a process's pool can be out of connections; the wake-up is best effort (the
+    relay looks again within a second), so it must not end in an unretrieved error."""
+    engine = create_async_engine(
+        url_of(sessionmaker), pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    try:
+        async with engine.connect():  # the pool's only connection, held
+            ringer = _Ringer(engine, OutboxMessage.__tablename__)
+            ringer.ring()
+            assert ringer.task is not None
+            await asyncio.wait_for(asyncio.shield(ringer.task), 10)
+    finally:
+        await engine.dispose()
+
+    assert ringer.task.exception() is None

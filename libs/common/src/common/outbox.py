@@ -27,6 +27,7 @@ from aiokafka.partitioner import murmur2
 from sqlalchemy import BigInteger, DateTime, Row, String, Text, delete, select, text
 from sqlalchemy.event import listen
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -180,8 +181,10 @@ class _Ringer:
             began = asyncio.get_running_loop().time()
             try:
                 await wake_relay(engine, self.table)
-            except (DBAPIError, OSError) as exc:
-                # The relay's own timeout publishes the event a little later.
+            except (DBAPIError, PoolTimeout, OSError) as exc:
+                # The relay's own timeout publishes the event a little later. A pool with no
+                # free connection (a busy process) is no reason to fail the task: its error
+                # went unretrieved and was logged as one.
                 log.debug("outbox_wake_failed", error_type=type(exc).__name__)
             del engine
             if self.again:
