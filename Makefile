@@ -13,7 +13,7 @@ GATEWAY_PORT := 8100
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup nginx pdf-libs wrk run test lint typecheck deploy-check k8s-check docs-check \
+.PHONY: help setup nginx pdf-libs promtool wrk run test lint typecheck deploy-check k8s-check docs-check \
 	events-doc pytest bench token audit
 
 help:
@@ -51,6 +51,14 @@ pdf-libs:
 		echo "Installing Debian's Pango, fonts and poppler-utils for the invoice PDFs ..."; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PACKAGES); }
+
+# promtool, which unit-tests the alert rules (deploy/observability/), ships in Debian's
+# prometheus package; the server itself is not started by the tests.
+promtool:
+	@command -v promtool >/dev/null || { \
+		echo "Installing Debian's prometheus for promtool ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 # The listing benchmark's load generator, from Debian like nginx.
 wrk:
@@ -94,7 +102,7 @@ audit: setup
 		| $(BIN)/pip-audit --strict --disable-pip --require-hashes --progress-spinner off \
 			$$(awk '!/^#/ && NF {print "--ignore-vuln", $$1}' audit-ignore.txt) -r /dev/stdin
 
-deploy-check: setup k8s-check
+deploy-check: setup k8s-check observability-check
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/hadolint deploy/gateway/Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
@@ -114,6 +122,14 @@ $(CHECKOV): | $(UV)
 # against Kubernetes' schemas and checked by checkov.
 k8s-check: setup $(CHECKOV)
 	deploy/k8s/check.sh $(BIN) $(CHECKOV) .run/k8s
+
+# The alert rules and the dashboard (deploy/observability/README.md): rules checked and
+# unit-tested by promtool, the dashboard parsed as JSON.
+.PHONY: observability-check
+observability-check: setup promtool
+	promtool check rules deploy/observability/alerts.yml
+	cd deploy/observability && promtool test rules tests/*.yml
+	$(BIN)/python -m json.tool deploy/observability/dashboard.json >/dev/null
 
 # docs/events.md is generated; a change to an event or a consumer without it fails here.
 docs-check: setup

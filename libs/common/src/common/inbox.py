@@ -9,12 +9,13 @@ same message again, for as long as it takes.
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, insert, select
@@ -30,6 +31,7 @@ from common.kafka import (
     ensure_topics,
 )
 from common.logging import get_logger
+from common.metrics import DEAD_LETTERS, HANDLER_DURATION, HANDLER_RETRIES, LagGauge
 from common.outbox import utcnow
 from common.runtime import sleep_unless
 
@@ -101,6 +103,7 @@ class EventConsumer:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.max_batch = max_batch
         self.dead_letter_topic = f"{name}.dlt"
+        self.lag = LagGauge(name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until stop is set, reconnecting after broker outages."""
@@ -119,12 +122,14 @@ class EventConsumer:
                     fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
                     records = [record for batch in fetched.values() for record in batch]
                     if not records:
+                        await self._measure_lag(consumer)
                         continue
                     handled = await self._process_all(records, producer, stop)
                     if handled:
                         await consumer.commit(
                             {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                         )
+                    await self._measure_lag(consumer)
             except (KafkaError, OSError) as exc:
                 log.warning(
                     "consumer_waiting",
@@ -135,8 +140,22 @@ class EventConsumer:
                 await sleep_unless(stop, delay)
                 delay = min(delay * 2, 10)
             finally:
+                self.lag.clear()
                 await consumer.stop()
                 await producer.stop()
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag per held partition from what this consumer saw: the high watermark of its last
+        fetch minus its position. Right on every broker, unlike `end_offsets`, which the dev
+        broker under-reports; a partition not fetched yet has no watermark and shows none."""
+        lags = []
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+            lags.append((tp.topic, tp.partition, highwater - position))
+        self.lag.update(lags)
 
     async def _process_all(
         self, records: list[ConsumerRecord], producer: AIOKafkaProducer, stop: asyncio.Event
@@ -191,7 +210,7 @@ class EventConsumer:
                     with structlog.contextvars.bound_contextvars(
                         event_id=event.id, event_type=event.type
                     ):
-                        await handler(session, event)
+                        await self._timed(handler, session, event)
         except Exception as exc:
             log.debug("consumer_batch_failed", consumer=self.name, error_type=type(exc).__name__)
             return False
@@ -229,6 +248,7 @@ class EventConsumer:
                     if attempt >= self.max_attempts or isinstance(exc, ValidationError):
                         await self._dead_letter(record, producer, type(exc).__name__)
                         return
+                    HANDLER_RETRIES.labels(self.name, event.type).inc()
                     await sleep_unless(stop, self.retry_base_seconds * 2 ** (attempt - 1))
 
     async def _handle_once(self, event: CloudEvent, handler: Handler) -> None:
@@ -249,7 +269,14 @@ class EventConsumer:
                 # Another member of the group handled it a moment ago.
                 await session.rollback()
                 return
+            await self._timed(handler, session, event)
+
+    async def _timed(self, handler: Handler, session: AsyncSession, event: CloudEvent) -> None:
+        started = time.perf_counter()
+        try:
             await handler(session, event)
+        finally:
+            HANDLER_DURATION.labels(self.name, event.type).observe(time.perf_counter() - started)
 
     async def _dead_letter(
         self, record: ConsumerRecord, producer: AIOKafkaProducer, reason: str
@@ -265,4 +292,5 @@ class EventConsumer:
                 ("x-original-offset", str(record.offset).encode()),
             ],
         )
+        DEAD_LETTERS.labels(self.name, record.topic).inc()
         log.error("event_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
