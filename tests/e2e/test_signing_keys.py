@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from .conftest import SERVICES, Addresses, Suite
+from common.testing.suite import SERVICES, Addresses, Suite
 
 # Where each service answers a signed-in user's GET.
 READS = {"user": "/api/users/me", "invoice": "/api/invoices", "payment": "/api/payments"}

@@ -67,11 +67,11 @@ class GatewayConfig:
     def variables(self, run_dir: Path) -> dict[str, str]:
         return {
             "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
-            "USER_UPSTREAM": self.user_upstream,
-            "INVOICE_UPSTREAM": self.invoice_upstream,
-            "PAYMENT_UPSTREAM": self.payment_upstream,
-            "EMAIL_UPSTREAM": self.email_upstream,
-            "SYNC_UPSTREAM": self.sync_upstream,
+            "USER_UPSTREAM": upstream_servers(self.user_upstream),
+            "INVOICE_UPSTREAM": upstream_servers(self.invoice_upstream),
+            "PAYMENT_UPSTREAM": upstream_servers(self.payment_upstream),
+            "EMAIL_UPSTREAM": upstream_servers(self.email_upstream),
+            "SYNC_UPSTREAM": upstream_servers(self.sync_upstream),
             "GATEWAY_API_RATE": self.api_rate,
             "GATEWAY_API_BURST": str(self.api_burst),
             "GATEWAY_AUTH_RATE": self.auth_rate,
@@ -87,6 +87,16 @@ class GatewayConfig:
             "GATEWAY_STATIC_ROOT": str(self.static_root),
             "GATEWAY_ACCESS_LOG": str(run_dir / "access.log"),
         }
+
+
+def upstream_servers(addresses: str) -> str:
+    """An upstream's servers, given as `host:port` separated by spaces (one per replica), for
+    the template's `server ${X_UPSTREAM};`: the first is written by the template, the others
+    follow it as `server` lines of their own."""
+    servers = addresses.split()
+    if not servers or any(not re.fullmatch(r"[A-Za-z0-9.-]+:[0-9]{1,5}", s) for s in servers):
+        raise ValueError(f"not host:port addresses separated by spaces: {addresses!r}")
+    return "; server ".join(servers)
 
 
 ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?")

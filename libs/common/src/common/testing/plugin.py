@@ -75,17 +75,27 @@ async def _admin_execute(server: MysqlServer, statement: str) -> None:
         connection.close()
 
 
-@contextlib.asynccontextmanager
-async def temporary_database(server: MysqlServer, prefix: str) -> AsyncIterator[str]:
-    """A new empty schema for one test session, dropped afterwards; yields its async URL."""
+async def create_database(server: MysqlServer, prefix: str) -> str:
+    """A new empty schema named `<prefix>_<random>`; its async URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     await _admin_execute(
         server, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     )
+    return server.url(name)
+
+
+async def drop_database(server: MysqlServer, name: str) -> None:
+    await _admin_execute(server, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(server: MysqlServer, prefix: str) -> AsyncIterator[str]:
+    """A new empty schema for one test session, dropped afterwards; yields its async URL."""
+    url = await create_database(server, prefix)
     try:
-        yield server.url(name)
+        yield url
     finally:
-        await _admin_execute(server, f"DROP DATABASE IF EXISTS `{name}`")
+        await drop_database(server, url.rsplit("/", 1)[1])
 
 
 def migrate_schema(alembic_ini: Path, env_prefix: str, database_url: str) -> None:
