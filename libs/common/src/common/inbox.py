@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -38,6 +38,8 @@ from common.runtime import sleep_unless
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+# Seconds the lag measurement waits for a partition's position before leaving it out.
+LAG_POSITION_WAIT = 0.5
 
 
 class InboxMessageMixin:
@@ -150,10 +152,15 @@ class EventConsumer:
         broker under-reports; a partition not fetched yet has no watermark and shows none."""
         lags = []
         for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
+            # A rebalance during a wait below may have taken the partition away.
+            if tp not in consumer.assignment() or (highwater := consumer.highwater(tp)) is None:
                 continue
-            position = await consumer.position(tp)
+            try:
+                # At once when the position is known, as it is after a fetch; a partition
+                # whose position is being reset is left out rather than waited for.
+                position = await asyncio.wait_for(consumer.position(tp), LAG_POSITION_WAIT)
+            except (IllegalStateError, TimeoutError):
+                continue
             lags.append((tp.topic, tp.partition, highwater - position))
         self.lag.update(lags)
 
