@@ -125,6 +125,7 @@ async def test_requests_are_counted_and_timed_per_route_template_method_and_stat
     assert (await api.post("/gauges", json={"text": ["not", "text"]})).status_code == 422
     assert (await api.get("/gauges-broken")).status_code == 500
     assert (await api.get(f"/no/such/path/{uuid.uuid4()}")).status_code == 404
+    assert (await api.request("BREW", "/gauges/a")).status_code == 405
     after = await scrape_api(api)
 
     def counted(method: str, route: str, status_class: str) -> float:
@@ -140,6 +141,8 @@ async def test_requests_are_counted_and_timed_per_route_template_method_and_stat
     assert counted("GET", "/gauges-broken", "5xx") == 1
     # A path no route matched is one series, whatever the path was.
     assert counted("GET", "unmatched", "4xx") == 1
+    # So is a method nobody knows.
+    assert counted("_OTHER", "/gauges/{gauge_id}", "4xx") == 1
     assert not any("no/such/path" in dict(labels).get("route", "") for _, labels in after)
     timed = {"method": "GET", "route": "/gauges/{gauge_id}", "status_class": "2xx"}
     assert (
