@@ -5,6 +5,7 @@ backlog on a port of its own, and the gateway passes no `/metrics` on."""
 import asyncio
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -145,3 +146,31 @@ async def test_each_worker_reports_its_lag_handlers_and_outbox_and_catches_up(
         lambda: scrape_all(invoice_workers),
         lambda samples: total(samples, "outbox_unpublished_events") == 0,
     )
+
+
+async def test_every_worker_serves_its_metrics_on_a_port_of_its_own(suite: Suite) -> None:
+    """Each worker process, the sync one (with its job consumer) included, counts its outbox
+    and shows the lag of every consumer group it runs."""
+    groups: dict[str, set[str]] = {}
+    for name, url in suite.worker_metrics.items():
+
+        def ready(samples: Samples) -> bool:
+            names = {sample_name for sample_name, _, _ in samples}
+            return {"outbox_unpublished_events", "kafka_consumergroup_lag"} <= names
+
+        samples = await until(partial(scrape, url), ready)
+        groups[name] = {
+            labels["consumergroup"]
+            for sample_name, labels, _ in samples
+            if sample_name == "kafka_consumergroup_lag"
+        }
+
+    assert {name.split("-worker")[0] for name in groups} == {
+        "user",
+        "invoice",
+        "payment",
+        "email",
+        "sync",
+    }
+    assert groups["sync-worker"] >= {"sync-service", "sync-workers"}
+    assert groups["invoice-worker"] == {"invoice-service"}

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -38,8 +38,6 @@ from common.runtime import sleep_unless
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
-# Seconds the lag measurement waits for a partition's position before leaving it out.
-LAG_POSITION_WAIT = 0.5
 
 
 class InboxMessageMixin:
@@ -124,14 +122,14 @@ class EventConsumer:
                     fetched = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
                     records = [record for batch in fetched.values() for record in batch]
                     if not records:
-                        await self._measure_lag(consumer)
+                        await self.lag.measure(consumer)
                         continue
                     handled = await self._process_all(records, producer, stop)
                     if handled:
                         await consumer.commit(
                             {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                         )
-                    await self._measure_lag(consumer)
+                    await self.lag.measure(consumer)
             except (KafkaError, OSError) as exc:
                 log.warning(
                     "consumer_waiting",
@@ -145,24 +143,6 @@ class EventConsumer:
                 self.lag.clear()
                 await consumer.stop()
                 await producer.stop()
-
-    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """Lag per held partition from what this consumer saw: the high watermark of its last
-        fetch minus its position. Right on every broker, unlike `end_offsets`, which the dev
-        broker under-reports; a partition not fetched yet has no watermark and shows none."""
-        lags = []
-        for tp in consumer.assignment():
-            # A rebalance during a wait below may have taken the partition away.
-            if tp not in consumer.assignment() or (highwater := consumer.highwater(tp)) is None:
-                continue
-            try:
-                # At once when the position is known, as it is after a fetch; a partition
-                # whose position is being reset is left out rather than waited for.
-                position = await asyncio.wait_for(consumer.position(tp), LAG_POSITION_WAIT)
-            except (IllegalStateError, TimeoutError):
-                continue
-            lags.append((tp.topic, tp.partition, highwater - position))
-        self.lag.update(lags)
 
     async def _process_all(
         self, records: list[ConsumerRecord], producer: AIOKafkaProducer, stop: asyncio.Event

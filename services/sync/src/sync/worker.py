@@ -17,6 +17,7 @@ from common.events import CloudEvent
 from common.inbox import EventConsumer
 from common.kafka import create_consumer, ensure_topics
 from common.logging import configure_logging, get_logger
+from common.metrics import LagGauge, MetricsServer
 from common.outbox import OutboxRelay
 from common.runtime import Loop, run_every, run_loops, sleep_unless
 from sync import consumers, service
@@ -46,6 +47,7 @@ class JobConsumer:
     def __init__(self, runner: JobRunner, settings: SyncSettings) -> None:
         self.runner = runner
         self.settings = settings
+        self.lag = LagGauge(JOBS_GROUP)
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.5
@@ -61,6 +63,7 @@ class JobConsumer:
                 while not stop.is_set():
                     fetched = await consumer.getmany(timeout_ms=500, max_records=JOBS_PARTITIONS)
                     if not fetched:
+                        await self.lag.measure(consumer)
                         continue
                     await asyncio.gather(*(self._run_all(batch) for batch in fetched.values()))
                     try:
@@ -69,11 +72,13 @@ class JobConsumer:
                         )
                     except CommitFailedError:
                         log.warning("job_offsets_not_committed", reason="rebalanced")
+                    await self.lag.measure(consumer)
             except (KafkaError, OSError) as exc:
                 log.warning("job_consumer_waiting", error_type=type(exc).__name__, retry_in=delay)
                 await sleep_unless(stop, delay)
                 delay = min(delay * 2, 10)
             finally:
+                self.lag.clear()
                 await consumer.stop()
 
     async def _run_all(self, records: list[ConsumerRecord]) -> None:
@@ -150,9 +155,11 @@ async def run(settings: SyncSettings | None = None) -> None:
                     job=partial(dispatch_all, sessionmaker, "schedule"),
                 )
             )
+        metrics = MetricsServer(settings.metrics_port, settings.metrics_host)
         try:
             await run_loops(loops)
         finally:
+            metrics.stop()
             await engine.dispose()
 
 
