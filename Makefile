@@ -16,7 +16,7 @@ SCALE ?= 1
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup nginx pdf-libs wrk run test lint typecheck deploy-check k8s-check docs-check \
+.PHONY: help setup nginx pdf-libs promtool wrk run test lint typecheck deploy-check k8s-check docs-check \
 	events-doc pytest bench token audit
 
 help:
@@ -55,6 +55,14 @@ pdf-libs:
 		echo "Installing Debian's Pango, fonts and poppler-utils for the invoice PDFs ..."; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PACKAGES); }
+
+# promtool, which unit-tests the alert rules (deploy/observability/), ships in Debian's
+# prometheus package; the server itself is not started by the tests.
+promtool:
+	@command -v promtool >/dev/null || { \
+		echo "Installing Debian's prometheus for promtool ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 # The listing benchmark's load generator, from Debian like nginx.
 wrk:
@@ -101,7 +109,7 @@ audit: setup
 		| $(BIN)/pip-audit --strict --disable-pip --require-hashes --progress-spinner off \
 			$$(awk '!/^#/ && NF {print "--ignore-vuln", $$1}' audit-ignore.txt) -r /dev/stdin
 
-deploy-check: setup k8s-check
+deploy-check: setup k8s-check observability-check
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/hadolint deploy/gateway/Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
@@ -121,6 +129,12 @@ $(CHECKOV): | $(UV)
 # against Kubernetes' schemas and checked by checkov.
 k8s-check: setup $(CHECKOV)
 	deploy/k8s/check.sh $(BIN) $(CHECKOV) .run/k8s
+
+# The alert rules and the dashboard (deploy/observability/README.md), offline: rules checked
+# and unit-tested by promtool, the dashboard's queries parsed by it.
+.PHONY: observability-check
+observability-check: setup promtool
+	deploy/observability/check.sh $(BIN)/python .run/observability
 
 # docs/events.md is generated; a change to an event or a consumer without it fails here.
 docs-check: setup

@@ -364,3 +364,36 @@ async def test_a_page_load_of_the_apps_invoice_screens_is_the_app(
     assert scripted.headers["content-type"] == "application/json"
     assert posted.headers["content-type"] == "application/json", "a form post is the API's"
     assert len(Echo.seen) == 3
+async def raw_get(url: str, target: str) -> tuple[int, str]:
+    """A GET of the target exactly as written: an HTTP client would resolve its dot segments
+    before sending, as a scanner's raw request does not."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = (await reader.read()).decode(errors="replace")
+    writer.close()
+    head, _, body = answer.partition("\r\n\r\n")
+    return int(head.split(" ", 2)[1]), body
+
+
+async def test_no_path_reaches_a_services_metrics(plain: tuple[str, Path]) -> None:
+    """The services' /metrics are for the scraper inside the network; from outside, every
+    spelling of the path is refused by the gateway and none reaches a service."""
+    url, _ = plain
+    Echo.seen.clear()
+    targets = [
+        "/metrics",
+        "/metrics/",
+        "/metrics?format=prometheus",
+        "/invoices/../metrics",
+        "/api/invoices/%2e%2e/%2e%2e/metrics",
+        "/api/users/..%2F..%2Fmetrics",
+        "//metrics",
+    ]
+    answers = [await raw_get(url, target) for target in targets]
+
+    for target, (status, body) in zip(targets, answers, strict=True):
+        assert status in (400, 404), f"{target} answered {status}"
+        assert "# TYPE" not in body
+    assert not [seen for seen in Echo.seen if "metrics" in seen.lower()]
