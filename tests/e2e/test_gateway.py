@@ -364,6 +364,8 @@ async def test_a_page_load_of_the_apps_invoice_screens_is_the_app(
     assert scripted.headers["content-type"] == "application/json"
     assert posted.headers["content-type"] == "application/json", "a form post is the API's"
     assert len(Echo.seen) == 3
+
+
 async def raw_get(url: str, target: str) -> tuple[int, str]:
     """A GET of the target exactly as written: an HTTP client would resolve its dot segments
     before sending, as a scanner's raw request does not."""

@@ -515,6 +515,8 @@ async def test_a_group_committed_past_the_end_of_its_partitions_reads_them_again
         await asyncio.wait_for(running, 20)
 
     assert sorted(notes) == sorted(f"{group}:after the loss {n}" for n in range(6))
+
+
 async def test_a_wake_up_that_finds_no_free_connection_gives_up_quietly(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
