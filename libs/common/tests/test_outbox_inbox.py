@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import BaseModel
-from sqlalchemy import String, delete, func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.event import listen, remove
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,52 +18,24 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import create_engine, create_sessionmaker, service_metadata
+from common.db import create_engine, create_sessionmaker
 from common.events import CloudEvent, new_event
-from common.inbox import EventConsumer, InboxMessageMixin
+from common.inbox import EventConsumer
 from common.kafka import create_producer, ensure_topics
-from common.outbox import LOCK_NAME, OutboxMessageMixin, OutboxRelay, _Ringer, add_event
-from common.testing.plugin import next_event, temporary_database
+from common.outbox import LOCK_NAME, OutboxRelay, _Ringer, add_event
+from common.testing.plugin import next_event
 from common.testing.servers import MysqlServer, free_port, start_tansu
 
-
-class Base(DeclarativeBase):
-    metadata = service_metadata()
-
-
-class OutboxMessage(OutboxMessageMixin, Base):
-    pass
-
-
-class InboxMessage(InboxMessageMixin, Base):
-    pass
-
-
-class Note(Base):
-    """What the test handler writes: one row per handled event."""
-
-    __tablename__ = "notes"
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    text: Mapped[str] = mapped_column(String(200))
-
-
-class NoteWritten(BaseModel):
-    text: str
+from .notes import InboxMessage, Note, NoteWritten, OutboxMessage, notes_schema
 
 
 @pytest.fixture(scope="module")
 async def sessionmaker(
     mysql_server: MysqlServer,
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    async with temporary_database(mysql_server, "common_test") as url:
-        engine = create_engine(url, pool_size=4)
-        async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
-        yield create_sessionmaker(engine)
-        await engine.dispose()
+    async with notes_schema(mysql_server, "common_test") as sessions:
+        yield sessions
 
 
 def topic_name() -> str:
