@@ -16,7 +16,7 @@ SCALE ?= 1
 # apt-get needs root: as root nothing, elsewhere (GitHub Actions) sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup nginx pdf-libs wrk run test lint typecheck deploy-check k8s-check docs-check \
+.PHONY: help setup nginx pdf-libs promtool wrk run test lint typecheck deploy-check k8s-check docs-check \
 	events-doc pytest bench token audit
 
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "make test   - lint, types, deployment files, the events catalogue and the test suite"
 	@echo "make bench  - the listing, events, PDF, email, sync and billing-run benchmarks (docs/benchmarks.md)"
 	@echo "make token  - an access token for a local user, for curl"
+	@echo "make load   - locust owners through the gateway, then again with faults (USERS=200 LOAD_DURATION=5m)"
 	@echo "make events-doc - rewrite docs/events.md from the services' events.py and consumers.py"
 	@echo "make audit  - known vulnerabilities in the locked packages (needs PyPI; not in test)"
 
@@ -54,6 +55,14 @@ pdf-libs:
 		echo "Installing Debian's Pango, fonts and poppler-utils for the invoice PDFs ..."; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PACKAGES); }
+
+# promtool, which unit-tests the alert rules (deploy/observability/), ships in Debian's
+# prometheus package; the server itself is not started by the tests.
+promtool:
+	@command -v promtool >/dev/null || { \
+		echo "Installing Debian's prometheus for promtool ..."; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 # The listing benchmark's load generator, from Debian like nginx.
 wrk:
@@ -100,7 +109,7 @@ audit: setup
 		| $(BIN)/pip-audit --strict --disable-pip --require-hashes --progress-spinner off \
 			$$(awk '!/^#/ && NF {print "--ignore-vuln", $$1}' audit-ignore.txt) -r /dev/stdin
 
-deploy-check: setup k8s-check
+deploy-check: setup k8s-check observability-check
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/hadolint deploy/gateway/Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
@@ -120,6 +129,12 @@ $(CHECKOV): | $(UV)
 # against Kubernetes' schemas and checked by checkov.
 k8s-check: setup $(CHECKOV)
 	deploy/k8s/check.sh $(BIN) $(CHECKOV) .run/k8s
+
+# The alert rules and the dashboard (deploy/observability/README.md), offline: rules checked
+# and unit-tested by promtool, the dashboard's queries parsed by it.
+.PHONY: observability-check
+observability-check: setup promtool
+	deploy/observability/check.sh $(BIN)/python .run/observability
 
 # docs/events.md is generated; a change to an event or a consumer without it fails here.
 docs-check: setup
@@ -160,6 +175,26 @@ bench-sync: setup
 bench-events: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_events.py
+
+# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
+# across a restart (docs/reliability.md). Node and npm come with the machine.
+S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
+$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
+	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: s3rver
+s3rver: $(S3RVER)
+pytest: $(S3RVER)
+
+# The load test (docs/benchmarks.md, "Load"): the whole suite on free ports, USERS owners
+# through the gateway for LOAD_DURATION, then the same run with faults injected. Loopback only.
+USERS ?= 200
+LOAD_DURATION ?= 5m
+.PHONY: load
+load: setup
+	$(BIN)/python scripts/devstack.py ensure-mysql
+	$(BIN)/python scripts/load.py --users $(USERS) --duration $(LOAD_DURATION) $(LOAD_ARGS)
 
 # --- The web app (web/README.md) --------------------------------------------------------------
 # npm ci from the lock file. Playwright's own browser download is skipped: the end-to-end
@@ -220,17 +255,6 @@ bench-web: setup chromium web-build
 
 run: web-build
 test: web-e2e
-# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
-# across a restart (docs/reliability.md). Node and npm come with the machine.
-S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
-$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
-	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
-
-.PHONY: s3rver
-s3rver: $(S3RVER)
-pytest: $(S3RVER)
-
 # The fault drill (docs/reliability.md): the whole suite under traffic and faults for DURATION
 # seconds, then every record reconciled; exits non-zero on anything lost or doubled.
 DURATION ?= 180

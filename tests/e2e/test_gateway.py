@@ -212,6 +212,23 @@ async def test_the_keys_and_the_health_check_have_their_own_budget(
     assert api.status_code == 200, "a flood of them leaves the API its own budget"
 
 
+async def test_the_longest_query_a_document_allows_reaches_the_service(
+    plain: tuple[str, Path],
+) -> None:
+    """A 1,024-character cursor of 4-byte characters is 12 KiB percent-encoded: more than
+    nginx's default buffer, which answered its own HTML 414 instead of the service's 422."""
+    url, _ = plain
+    query = {"client_name": "\U0001f600" * 200, "cursor": "\U0001f600" * 1024, "limit": "10"}
+    async with httpx.AsyncClient(base_url=url) as client:
+        allowed = await client.get("/api/invoices", params=query)
+        too_long = await client.get("/api/invoices", params={"cursor": "x" * 40_000})
+
+    assert allowed.status_code == 200, "the upstream got it"
+    assert too_long.status_code == 414
+    assert too_long.headers["content-type"] == "application/problem+json"
+    assert too_long.json()["status"] == 414
+
+
 # --- the web app's files ----------------------------------------------------------------------
 
 INDEX = b'<!doctype html><title>Ledgerline</title><script src="/assets/app-1a2b3c.js">'
@@ -347,3 +364,38 @@ async def test_a_page_load_of_the_apps_invoice_screens_is_the_app(
     assert scripted.headers["content-type"] == "application/json"
     assert posted.headers["content-type"] == "application/json", "a form post is the API's"
     assert len(Echo.seen) == 3
+
+
+async def raw_get(url: str, target: str) -> tuple[int, str]:
+    """A GET of the target exactly as written: an HTTP client would resolve its dot segments
+    before sending, as a scanner's raw request does not."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = (await reader.read()).decode(errors="replace")
+    writer.close()
+    head, _, body = answer.partition("\r\n\r\n")
+    return int(head.split(" ", 2)[1]), body
+
+
+async def test_no_path_reaches_a_services_metrics(plain: tuple[str, Path]) -> None:
+    """The services' /metrics are for the scraper inside the network; from outside, every
+    spelling of the path is refused by the gateway and none reaches a service."""
+    url, _ = plain
+    Echo.seen.clear()
+    targets = [
+        "/metrics",
+        "/metrics/",
+        "/metrics?format=prometheus",
+        "/invoices/../metrics",
+        "/api/invoices/%2e%2e/%2e%2e/metrics",
+        "/api/users/..%2F..%2Fmetrics",
+        "//metrics",
+    ]
+    answers = [await raw_get(url, target) for target in targets]
+
+    for target, (status, body) in zip(targets, answers, strict=True):
+        assert status in (400, 404), f"{target} answered {status}"
+        assert "# TYPE" not in body
+    assert not [seen for seen in Echo.seen if "metrics" in seen.lower()]

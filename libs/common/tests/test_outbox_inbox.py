@@ -10,56 +10,32 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import BaseModel
-from sqlalchemy import String, delete, func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.event import listen, remove
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
-from common.db import create_engine, create_sessionmaker, service_metadata
+from common.db import create_engine, create_sessionmaker
 from common.events import CloudEvent, new_event
-from common.inbox import EventConsumer, InboxMessageMixin
+from common.inbox import EventConsumer
 from common.kafka import create_producer, ensure_topics
-from common.outbox import LOCK_NAME, OutboxMessageMixin, OutboxRelay, add_event
-from common.testing.plugin import next_event, temporary_database
+from common.outbox import LOCK_NAME, OutboxRelay, _Ringer, add_event
+from common.testing.plugin import next_event
 from common.testing.servers import MysqlServer, free_port, start_tansu
 
-
-class Base(DeclarativeBase):
-    metadata = service_metadata()
-
-
-class OutboxMessage(OutboxMessageMixin, Base):
-    pass
-
-
-class InboxMessage(InboxMessageMixin, Base):
-    pass
-
-
-class Note(Base):
-    """What the test handler writes: one row per handled event."""
-
-    __tablename__ = "notes"
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    text: Mapped[str] = mapped_column(String(200))
-
-
-class NoteWritten(BaseModel):
-    text: str
+from .notes import InboxMessage, Note, NoteWritten, OutboxMessage, notes_schema
 
 
 @pytest.fixture(scope="module")
 async def sessionmaker(
     mysql_server: MysqlServer,
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    async with temporary_database(mysql_server, "common_test") as url:
-        engine = create_engine(url, pool_size=4)
-        async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
-        yield create_sessionmaker(engine)
-        await engine.dispose()
+    async with notes_schema(mysql_server, "common_test") as sessions:
+        yield sessions
 
 
 def topic_name() -> str:
@@ -510,3 +486,23 @@ async def test_a_group_committed_past_the_end_of_its_partitions_reads_them_again
         await asyncio.wait_for(running, 20)
 
     assert sorted(notes) == sorted(f"{group}:after the loss {n}" for n in range(6))
+
+
+async def test_a_wake_up_that_finds_no_free_connection_gives_up_quietly(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Under load a process's pool can be out of connections; the wake-up is best effort (the
+    relay looks again within a second), so it must not end in an unretrieved error."""
+    engine = create_async_engine(
+        url_of(sessionmaker), pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    try:
+        async with engine.connect():  # the pool's only connection, held
+            ringer = _Ringer(engine, OutboxMessage.__tablename__)
+            ringer.ring()
+            assert ringer.task is not None
+            await asyncio.wait_for(asyncio.shield(ringer.task), 10)
+    finally:
+        await engine.dispose()
+
+    assert ringer.task.exception() is None

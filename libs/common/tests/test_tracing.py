@@ -13,46 +13,21 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
-from pydantic import BaseModel
-from sqlalchemy import String, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import create_engine, create_sessionmaker, service_metadata
 from common.events import CloudEvent, new_event
-from common.inbox import EventConsumer, InboxMessageMixin
+from common.inbox import EventConsumer
 from common.kafka import create_producer
 from common.logging import configure_logging, get_logger
-from common.outbox import OutboxMessageMixin, OutboxRelay, add_event
-from common.testing.plugin import temporary_database
+from common.outbox import OutboxRelay, add_event
 from common.testing.servers import MysqlServer
 from common.testing.tracing import parent_id, recorded_spans, trace_of
 from common.tracing import install_provider, make_sampler, resuming, trace_context
 
+from .notes import InboxMessage, Note, NoteWritten, OutboxMessage, notes_schema
+
 log = get_logger("tests")
-
-
-class Base(DeclarativeBase):
-    metadata = service_metadata()
-
-
-class OutboxMessage(OutboxMessageMixin, Base):
-    pass
-
-
-class InboxMessage(InboxMessageMixin, Base):
-    pass
-
-
-class Note(Base):
-    __tablename__ = "notes"
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    text: Mapped[str] = mapped_column(String(200))
-
-
-class NoteWritten(BaseModel):
-    text: str
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +36,8 @@ async def sessionmaker(
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     # Tracing on before the engine exists: an engine's statements are traced from its start.
     install_provider("tests")
-    async with temporary_database(mysql_server, "tracing_test") as url:
-        engine = create_engine(url, pool_size=4)
-        async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
-        yield create_sessionmaker(engine)
-        await engine.dispose()
+    async with notes_schema(mysql_server, "tracing_test") as sessions:
+        yield sessions
 
 
 def note_event(text: str) -> CloudEvent:

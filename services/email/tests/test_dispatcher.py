@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.metrics import sample
 from common.outbox import utcnow
 from common.testing.s3 import S3Server
 from mailer.dispatcher import Dispatcher
@@ -77,6 +78,12 @@ async def expire_lease(sessionmaker: async_sessionmaker[AsyncSession], send_id: 
             .where(Message.id == send_id)
             .values(lease_until=utcnow() - timedelta(seconds=1))
         )
+
+
+def calls_now(provider: str, outcome: str) -> float:
+    """The provider's sends with that outcome so far, as the metrics count them."""
+    labels = {"provider": provider, "operation": "send", "outcome": outcome}
+    return sample("provider_requests_total", labels) or 0.0
 
 
 def carried(simulators: MailProvidersServer, send_id: uuid.UUID) -> dict[str, int]:
@@ -259,6 +266,11 @@ async def test_an_open_breaker_skips_the_provider(
 ) -> None:
     simulators.fault("sendgrid", "error")
     dispatcher = make_dispatcher(breaker_ttl_seconds=60)  # threshold 3
+    calls_before = {
+        "rejected": calls_now("sendgrid", "rejected"),
+        "breaker_open": calls_now("sendgrid", "breaker_open"),
+        "mailgun": calls_now("mailgun", "accepted"),
+    }
     sent = []
     for _ in range(6):
         send_id = await queue(sessionmaker, aws, owner)
@@ -268,6 +280,11 @@ async def test_an_open_breaker_skips_the_provider(
     sendgrid_calls = sum(1 for rows in tried for provider, _ in rows if provider == "sendgrid")
     assert sendgrid_calls == 3
     assert all(carried(simulators, s) == {"mailgun": 1} for s in sent)
+    # The metrics show it: sendgrid's breaker open, three failed calls, three skipped.
+    assert sample("circuit_breaker_state", {"breaker": "email:sendgrid"}) == 2
+    assert calls_now("sendgrid", "rejected") - calls_before["rejected"] == 3
+    assert calls_now("sendgrid", "breaker_open") - calls_before["breaker_open"] == 3
+    assert calls_now("mailgun", "accepted") - calls_before["mailgun"] == 6
 
 
 async def test_the_breaker_probes_again_and_recovers(
@@ -282,10 +299,12 @@ async def test_the_breaker_probes_again_and_recovers(
     for _ in range(3):
         await queue(sessionmaker, aws, owner)
         await drain(dispatcher)
+    assert sample("circuit_breaker_state", {"breaker": "email:sendgrid"}) == 2
     await asyncio.sleep(1.2)
     send_id = await queue(sessionmaker, aws, owner)
     await drain(dispatcher)
     assert carried(simulators, send_id) == {"sendgrid": 1}
+    assert sample("circuit_breaker_state", {"breaker": "email:sendgrid"}) == 0
 
 
 async def test_all_providers_down_the_message_waits_and_goes_out_after(

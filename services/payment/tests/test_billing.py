@@ -9,7 +9,7 @@ import uuid
 from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import CloudEvent
+from common.metrics import sample
 from common.testing.identity import TestIssuer
 from payment import billing, consumers
 from payment.config import PaymentSettings
@@ -93,6 +94,10 @@ def worker(
     charging: Charging, billing_settings: PaymentSettings, clock: Clock, clean_billing: None
 ) -> billing.Billing:
     return billing.Billing(charging.sessionmaker, charging.provider, billing_settings, clock)
+
+
+def metric(name: str, **labels: str) -> float:
+    return sample(name, labels) or 0.0
 
 
 @dataclass
@@ -324,10 +329,18 @@ async def test_each_provider_outcome_leads_where_it_should(
     async with httpx.AsyncClient() as http:
         await http.delete(f"{worker.settings.fakepay_url}/payment-methods/{token}")
     fakepay.fault("reject", card_last4="7777", code="processing_error")
+    outcomes = ("paid", "retry_scheduled", "provider_unavailable", "failed")
+    charges_before = {name: metric("billing_run_charges_total", outcome=name) for name in outcomes}
+    provider = {"provider": "fakepay", "operation": "charge_saved"}
+    succeeded_before = metric("provider_requests_total", **provider, outcome="succeeded")
 
     run = await billing.start_due_run(worker)
     assert run is not None
     await billing.charge_due_items(worker)
+    charged = {
+        name: metric("billing_run_charges_total", outcome=name) - charges_before[name]
+        for name in outcomes
+    }
 
     async def outcome(invoice_id: uuid.UUID) -> tuple[str | None, str | None, str]:
         item = await item_of(sessionmaker, invoice_id)
@@ -385,6 +398,15 @@ async def test_each_provider_outcome_leads_where_it_should(
         "no_payment_method": 1,
     }
     assert report["status"] == "charging"
+    # The metrics count the same outcomes, and show the run charging since it started.
+    assert charged == {"paid": 1, "retry_scheduled": 1, "provider_unavailable": 1, "failed": 3}
+    succeeded = metric("provider_requests_total", **provider, outcome="succeeded")
+    assert succeeded - succeeded_before == 1
+    assert metric("billing_run_running") == 1
+    assert (
+        metric("billing_run_started_timestamp_seconds")
+        == run.started_at.replace(tzinfo=UTC).timestamp()
+    )
     stranger = await api.get(
         f"/api/billing-runs/{run.id}", headers=test_issuer.headers(uuid.uuid4())
     )
@@ -425,6 +447,12 @@ async def test_a_decline_is_retried_after_one_three_and_seven_days_then_fails(
         run = await session.scalar(select(BillingRun))
     assert run is not None
     assert run.status == RunStatus.FINISHED
+    assert run.finished_at is not None
+    assert metric("billing_run_running") == 0
+    assert (
+        metric("billing_run_last_finished_timestamp_seconds")
+        == run.finished_at.replace(tzinfo=UTC).timestamp()
+    )
 
 
 # --- exactly once -----------------------------------------------------------------------------

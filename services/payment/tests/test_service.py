@@ -300,7 +300,8 @@ async def test_an_unreachable_provider_is_503_and_frees_the_invoice_at_once(
     fakepay: FakePayControl,
 ) -> None:
     invoice_id = str(uuid.uuid4())
-    provider = app.state.provider  # type: ignore[attr-defined]
+    # The FakePay adapter inside the counting wrapper (payment.providers.CountedProvider).
+    provider = app.state.provider.inner  # type: ignore[attr-defined]
     reachable = provider.url
     provider.url = "http://127.0.0.1:9/fakepay"  # nothing listens on the discard port
     try:

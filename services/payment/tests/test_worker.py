@@ -6,6 +6,7 @@ import dataclasses
 import uuid
 from decimal import Decimal
 
+import httpx
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -120,14 +121,11 @@ async def test_an_unreachable_provider_leaves_every_attempt_as_it_was(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     attempt = await insert_attempt(sessionmaker, owner, str(uuid.uuid4()), age_seconds=60)
-    down = FakePayProvider(
-        charging.provider.http,  # type: ignore[attr-defined]
-        "http://127.0.0.1:9/fakepay",
-        timeout_seconds=1,
-        connect_timeout_seconds=0.5,
-    )
-
-    settled = await reconcile_unsettled(Charging(sessionmaker, down, settings))
+    async with httpx.AsyncClient() as http:
+        down = FakePayProvider(
+            http, "http://127.0.0.1:9/fakepay", timeout_seconds=1, connect_timeout_seconds=0.5
+        )
+        settled = await reconcile_unsettled(Charging(sessionmaker, down, settings))
 
     assert settled == 0
     assert (await payment_row(sessionmaker, attempt.id)).status == PaymentStatus.PROCESSING

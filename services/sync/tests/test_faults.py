@@ -2,10 +2,12 @@
 and bad data logged and skipped or parked, never half-written."""
 
 import uuid
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from common.metrics import sample
 from common.testing.identity import TestIssuer
 from simulators.billing_platform import FaultMode
 from simulators.billing_platform_testing import BillingPlatformControl, BillingPlatformServer
@@ -71,6 +73,8 @@ async def test_a_failing_host_opens_its_breaker(
     assert parked.last_error is not None
     assert "circuit breaker open" in parked.last_error
     assert platform.requests() == before
+    breaker = f"billing_platform:{urlsplit(platform_server.base_url).netloc}"
+    assert sample("circuit_breaker_state", {"breaker": breaker}) == 2
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common import metrics
 from simulators.billing_platform_testing import BillingPlatformControl, BillingPlatformServer
 from sync.jobs import JobRunner
 from sync.models import Connection, JobState, Phase, SyncedRecord
@@ -26,6 +27,11 @@ async def test_a_sync_imports_every_invoice_once_for_its_owner(
 ) -> None:
     account, key = platform.create_account(clients=5, invoices=230)
     connection_id = await connect(api, auth, platform_server.base_url, key)
+    pages_before = metric("sync_pages_imported_total", kind="invoices")
+    imported_before = metric("sync_invoices_total", result="imported")
+    calls_before = metric(
+        "provider_requests_total", provider="billing_platform", operation="invoices", outcome="ok"
+    )
 
     connection = await pipeline.sync(connection_id)
 
@@ -42,6 +48,18 @@ async def test_a_sync_imports_every_invoice_once_for_its_owner(
     assert invoice.source == "billing_platform"
     # 230 invoices at 50 a page, 4 pages a slice: the sync took turns (continuations).
     assert "continued" in pipeline.outcomes
+    # Its progress in the metrics: five pages of invoices, every invoice imported once.
+    assert metric("sync_pages_imported_total", kind="invoices") - pages_before == 5
+    assert metric("sync_invoices_total", result="imported") - imported_before == 230
+    ok_calls = metric(
+        "provider_requests_total", provider="billing_platform", operation="invoices", outcome="ok"
+    )
+    assert ok_calls - calls_before == 5
+    assert metric("sync_jobs_running") == 0
+
+
+def metric(name: str, **labels: str) -> float:
+    return metrics.sample(name, labels) or 0.0
 
 
 async def test_reading_everything_again_sends_nothing_unchanged(

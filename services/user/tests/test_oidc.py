@@ -20,7 +20,7 @@ from common.testing.servers import free_port
 from user.config import OidcProviderSettings
 from user.crypto import sha256_hex
 from user.exceptions import IdTokenInvalid, ProviderUnavailable
-from user.oidc import OidcProvider, VerifiedIdentity
+from user.oidc import OidcProvider, VerifiedIdentity, tls_context
 
 CLIENT_ID = "ledgerline-test"
 CLIENT_SECRET = "client-secret-used-as-hmac-key"
@@ -203,3 +203,17 @@ async def test_an_unreachable_provider_is_a_502_not_a_crash() -> None:
         await nowhere.metadata()
 
     assert refused.value.status == 502
+
+
+async def test_every_provider_client_shares_one_tls_context() -> None:
+    """An httpx client made without a context loads the CA bundle itself, hundreds of ms of
+    CPU on a busy machine: two per sign-in held every request of the service back."""
+    provider = OidcProvider(
+        "shared", OidcProviderSettings(issuer="https://accounts.example.com", client_id="x")
+    )
+    first = provider._client("https://app.example.com/callback")
+    second = provider._client("https://app.example.com/callback")
+
+    contexts = {id(client._transport._pool._ssl_context) for client in (first, second)}
+    assert contexts == {id(tls_context())}
+    assert tls_context().verify_mode.name == "CERT_REQUIRED", "still verifying certificates"

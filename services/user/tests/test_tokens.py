@@ -590,3 +590,27 @@ async def test_a_scheduled_rotation_waits_until_the_key_is_due(
 
     assert not_due is None
     assert due is not None
+
+
+async def test_the_signing_key_is_imported_once_and_forgotten_once_withdrawn(
+    app: FastAPI, settings: UserSettings, browser: httpx.AsyncClient
+) -> None:
+    """Importing an RSA private key costs tens to hundreds of milliseconds of CPU: done for
+    every token, it held every sign-in and refresh back under load."""
+    await sign_in(browser, f"import-{uuid.uuid4().hex[:6]}")
+    box = app.state.secret_box
+    async with app.state.sessionmaker() as session:
+        kid, first = await service.signing_key(session, settings, box)
+        again_kid, again = await service.signing_key(session, settings, box)
+
+    assert (again_kid, again) == (kid, first)
+    assert again is first, "the same imported key, not imported again"
+
+    async with app.state.sessionmaker() as session, session.begin():
+        signing = await service.withdraw_signing_key(session, settings, box, kid)
+    async with app.state.sessionmaker() as session:
+        new_kid, new_key = await service.signing_key(session, settings, box)
+
+    assert new_kid == signing != kid
+    assert new_key is not first
+    assert kid not in service._imported_keys, "a withdrawn private key leaves memory"

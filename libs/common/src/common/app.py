@@ -13,6 +13,7 @@ from common.errors import install_error_handlers
 from common.health import router as health_router
 from common.idempotency import IdempotencyKeyMixin, install_idempotency
 from common.logging import configure_logging
+from common.metrics import HttpMetricsMiddleware, metrics_endpoint
 from common.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
@@ -70,6 +71,8 @@ def create_service_app(
     )
     install_error_handlers(app)
     app.include_router(health_router)
+    # Prometheus' scrape, inside the network only: the gateway routes no /metrics.
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     configure(app)
     install_openapi(app)
     # Innermost of the middleware: a retried read is logged and measured as one request.
@@ -79,4 +82,6 @@ def create_service_app(
         install_idempotency(app, idempotency_model, idempotency_excluded_paths)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: a request refused by any middleware above is counted too.
+    app.add_middleware(HttpMetricsMiddleware)
     return app

@@ -67,6 +67,11 @@ class BaseServiceSettings(BaseSettings):
         1.0, ge=0, le=1, validation_alias=shared("OTEL_TRACES_SAMPLER_ARG")
     )
     otel_sdk_disabled: bool = Field(False, validation_alias=shared("OTEL_SDK_DISABLED"))
+    # A worker's Prometheus metrics (common.metrics): served on this port when it is not 0.
+    # Each worker process on a host needs a port of its own. An API serves them on its own
+    # port at /metrics instead.
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias=shared("METRICS_PORT"))
+    metrics_host: str = Field("127.0.0.1", validation_alias=shared("METRICS_HOST"))
 
     # The largest request body the service reads; the gateway has its own, lower, limit.
     max_body_bytes: int = 1_048_576

@@ -9,6 +9,7 @@ same message again, for as long as it takes.
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from common.kafka import (
     rewind_partitions_past_their_end,
 )
 from common.logging import get_logger
+from common.metrics import DEAD_LETTERS, HANDLER_DURATION, HANDLER_RETRIES, LagGauge
 from common.outbox import utcnow
 from common.runtime import sleep_unless
 from common.tracing import handling
@@ -122,6 +124,7 @@ class EventConsumer:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.max_batch = max_batch
         self.dead_letter_topic = f"{name}.dlt"
+        self.lag = LagGauge(name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until stop is set, reconnecting after broker outages."""
@@ -145,12 +148,14 @@ class EventConsumer:
                     records = [record for batch in fetched.values() for record in batch]
                     if not records:
                         await rewind_partitions_past_their_end(consumer, self.name)
+                        await self.lag.measure(consumer)
                         continue
                     handled = await self._process_all(records, producer, stop)
                     if handled:
                         await consumer.commit(
                             {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
                         )
+                    await self.lag.measure(consumer)
             except (KafkaError, OSError) as exc:
                 log.warning(
                     "consumer_waiting",
@@ -161,6 +166,7 @@ class EventConsumer:
                 await sleep_unless(stop, delay)
                 delay = min(delay * 2, 10)
             finally:
+                self.lag.clear()
                 await consumer.stop()
                 await producer.stop()
 
@@ -220,7 +226,7 @@ class EventConsumer:
                         ),
                         handling(event, self.name) as span,
                     ):
-                        await handler(session, event)
+                        await self._timed(handler, session, event)
                         if span.is_recording():
                             # The handler's writes, in its trace rather than in the
                             # fetch's commit: one more round trip per traced event.
@@ -263,6 +269,7 @@ class EventConsumer:
                     if attempt >= self.max_attempts or isinstance(exc, ValidationError):
                         await self._dead_letter(record, producer, type(exc).__name__)
                         return
+                    HANDLER_RETRIES.labels(self.name, event.type).inc()
                     await sleep_unless(stop, self.retry_base_seconds * 2 ** (attempt - 1))
 
     async def _handle_once(self, event: CloudEvent, handler: Handler) -> None:
@@ -283,7 +290,14 @@ class EventConsumer:
                 # Another member of the group handled it a moment ago.
                 await session.rollback()
                 return
+            await self._timed(handler, session, event)
+
+    async def _timed(self, handler: Handler, session: AsyncSession, event: CloudEvent) -> None:
+        started = time.perf_counter()
+        try:
             await handler(session, event)
+        finally:
+            HANDLER_DURATION.labels(self.name, event.type).observe(time.perf_counter() - started)
 
     async def _dead_letter(
         self, record: ConsumerRecord, producer: AIOKafkaProducer, reason: str
@@ -299,4 +313,5 @@ class EventConsumer:
                 ("x-original-offset", str(record.offset).encode()),
             ],
         )
+        DEAD_LETTERS.labels(self.name, record.topic).inc()
         log.error("event_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)

@@ -114,10 +114,16 @@ def install_openapi(app: FastAPI) -> None:
 def link(
     method: str, path: str, body: dict[str, str] | None = None, **parameters: str
 ) -> dict[str, Any]:
-    """An OpenAPI link from an answer to another operation of the same document, e.g.
+    """An OpenAPI link from an answer to another operation, e.g.
     `link("GET", "/api/clients/{client_id}", client_id="$response.body#/id")`, or with
     `body={"client_id": "$response.body#/id"}` for fields of the next request's body: clients
-    (and the fuzzer's stateful phase) learn which call can follow which."""
+    (and the fuzzer's stateful phase) learn which call can follow which.
+
+    The path is the operation's path at the gateway, which is also its path in the service
+    that serves it, so a link may name another service's operation (an invoice's emails are
+    the email service's): it then resolves in the gateway's document, the union of the
+    services' documents, and a reader of one service's document alone finds no such path
+    there and leaves the link aside."""
     pointer = path.replace("~", "~0").replace("/", "~1")
     described: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{method.lower()}"}
     if parameters:

@@ -24,15 +24,17 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
-from sqlalchemy import BigInteger, DateTime, Row, String, Text, delete, select, text
+from sqlalchemy import BigInteger, DateTime, Row, String, Text, delete, func, select, text
 from sqlalchemy.event import listen
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from common.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent
 from common.kafka import create_producer, ensure_topics
 from common.logging import get_logger
+from common.metrics import OUTBOX, OUTBOX_PUBLISHED
 from common.runtime import sleep_unless
 from common.tracing import publishing, trace_context
 
@@ -180,8 +182,10 @@ class _Ringer:
             began = asyncio.get_running_loop().time()
             try:
                 await wake_relay(engine, self.table)
-            except (DBAPIError, OSError) as exc:
-                # The relay's own timeout publishes the event a little later.
+            except (DBAPIError, PoolTimeout, OSError) as exc:
+                # The relay's own timeout publishes the event a little later. A pool with no
+                # free connection (a busy process) is no reason to fail the task: its error
+                # went unretrieved and was logged as one.
                 log.debug("outbox_wake_failed", error_type=type(exc).__name__)
             del engine
             if self.again:
@@ -298,6 +302,9 @@ class OutboxRelay:
             .limit(batch_size)
             .with_for_update()
         )
+        # The outbox's label in the metrics: its schema, the service's.
+        self.schema = engine.url.database or _table_name(model)
+        self._backlog = select(func.count(), func.min(model.created_at))
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         """Publish up to one batch, the oldest rows; the number of events published."""
@@ -318,6 +325,7 @@ class OutboxRelay:
             with publishing(rows):
                 await self._send(producer, rows)
             await connection.execute(delete(model).where(model.id.in_([row.id for row in rows])))
+        OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         log.debug("outbox_published", count=len(rows))
         return len(rows)
 
@@ -330,8 +338,26 @@ class OutboxRelay:
         while True:
             count = await self._publish_batch(producer, connection)
             published += count
+            await self._count_backlog(connection)
             if count < self.batch_size:
                 return published
+
+    async def _count_backlog(self, connection: AsyncConnection) -> None:
+        """Count the rows waiting and find the oldest, for the metrics (common.metrics), at
+        most once per OUTBOX.interval_seconds: a consistent read that waits on no lock."""
+        if not OUTBOX.due(self.schema):
+            return
+        async with connection.begin():
+            backlog, oldest = (await connection.execute(self._backlog)).one()
+        OUTBOX.set(self.schema, int(backlog), oldest)
+
+    async def _count_backlog_now(self) -> None:
+        """The backlog while the broker is away, when the database answers."""
+        try:
+            async with self.engine.connect() as connection:
+                await self._count_backlog(connection)
+        except (DBAPIError, OSError) as exc:
+            log.debug("outbox_backlog_not_counted", error_type=type(exc).__name__)
 
     async def _send(self, producer: AIOKafkaProducer, rows: _Rows) -> None:
         """Hand the rows to the producer in one closed batch per partition (in id order
@@ -391,6 +417,7 @@ class OutboxRelay:
                 # The dev broker forgets topics when it restarts: check them again next time.
                 self._known_topics.clear()
                 log.warning("outbox_relay_waiting", error_type=type(exc).__name__, retry_in=delay)
+                await self._count_backlog_now()
                 await sleep_unless(stop, delay)
                 delay = min(delay * 2, 10)
             finally:

@@ -11,6 +11,7 @@ from common.config import BaseServiceSettings
 from common.db import create_engine, create_sessionmaker
 from common.inbox import EventConsumer, Handler, InboxMessageMixin
 from common.logging import configure_logging
+from common.metrics import MetricsServer
 from common.outbox import OutboxMessageMixin, OutboxRelay
 from common.runtime import Loop, run_every, run_loops
 from common.tracing import configure_tracing
@@ -62,7 +63,9 @@ async def run_worker(
             partial(run_every, seconds=schedule.every_seconds, job=job, name=schedule.name)
         )
     running.extend(make(sessionmaker) for make in loops)
+    metrics = MetricsServer(settings.metrics_port, settings.metrics_host)
     try:
         await run_loops(running)
     finally:
+        metrics.stop()
         await engine.dispose()

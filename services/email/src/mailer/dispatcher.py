@@ -34,6 +34,7 @@ from purgatory.domain.model import OpenedState
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.logging import get_logger
+from common.metrics import PROVIDER_CALLS, breaker_listener
 from common.outbox import utcnow
 from common.runtime import sleep_unless
 from common.tracing import resuming
@@ -91,6 +92,10 @@ class AttachmentStore:
         return await asyncio.to_thread(self._fetch, bucket, key, etag)
 
 
+def _count(provider: str, outcome: str) -> None:
+    PROVIDER_CALLS.labels(provider, "send", outcome).inc()
+
+
 class ProviderOrder:
     """The failover order for the next message: breakers and bounce spikes applied."""
 
@@ -103,6 +108,7 @@ class ProviderOrder:
             # The message's own fault says nothing about the provider's health.
             exclude=[MessageRefused],
         )
+        self.breakers.add_listener(breaker_listener("email"))
         self.demoted: frozenset[str] = frozenset()
         self._checked_at: datetime | None = None
 
@@ -302,22 +308,28 @@ class Dispatcher:
                     provider.send(mail), self.settings.provider_timeout_seconds
                 )
         except OpenedState:
+            _count(name, "breaker_open")
             return "next"
         except TimeoutError:
+            _count(name, "timeout")
             await self._in_doubt(
                 mail.message_id, _recorded(attempt_id), f"{name} gave no answer in time"
             )
             return "stop"
         except ProviderInDoubt as exc:
+            _count(name, "in_doubt")
             await self._in_doubt(mail.message_id, _recorded(attempt_id), exc.reason)
             return "stop"
         except ProviderRejected as exc:
+            _count(name, "rejected")
             await self._end_attempt(_recorded(attempt_id), AttemptOutcome.REJECTED, exc.reason)
             return "next"
         except MessageRefused as exc:
+            _count(name, "message_refused")
             await self._end_attempt(_recorded(attempt_id), AttemptOutcome.REJECTED, exc.reason)
             await self._fail(item, exc.reason)
             return "stop"
+        _count(name, "accepted")
         await self._accepted(mail.message_id, attempt_id, name, provider_id)
         return "accepted"
 

@@ -51,13 +51,33 @@ CLIENT_LINKS = {
     "BillClient": link("POST", "/api/invoices", body={"client_id": "$response.body#/id"}),
     "BillCustomer": link("POST", "/invoice", body={"customerId": "$response.body#/id"}),
 }
-INVOICE_LINKS = {
-    "GetInvoice": link("GET", "/api/invoices/{invoice_id}", invoice_id="$response.body#/id"),
+# What can be done with an invoice, from any answer that shows one. Its emails are the email
+# service's (the gateway routes /api/invoices/{id}/emails there) and its card payments the
+# payment service's: those links resolve in the gateway's document (common.openapi.link).
+INVOICE_ACTIONS = {
     "VoidInvoice": link("POST", "/api/invoices/{invoice_id}/void", invoice_id="$response.body#/id"),
     "GetInvoicePdf": link("GET", "/api/invoices/{invoice_id}/pdf", invoice_id="$response.body#/id"),
     "SendInvoice": link("POST", "/api/invoices/{invoice_id}/send", invoice_id="$response.body#/id"),
-    "GetSeedInvoice": link("GET", "/invoice/{invoice_id}", invoice_id="$response.body#/id"),
     "PayInvoice": link("POST", "/invoice/pay/{invoice_id}", invoice_id="$response.body#/id"),
+    "ListInvoiceEmails": link(
+        "GET", "/api/invoices/{invoice_id}/emails", invoice_id="$response.body#/id"
+    ),
+}
+INVOICE_LINKS = {
+    "GetInvoice": link("GET", "/api/invoices/{invoice_id}", invoice_id="$response.body#/id"),
+    "GetSeedInvoice": link("GET", "/invoice/{invoice_id}", invoice_id="$response.body#/id"),
+    **INVOICE_ACTIONS,
+}
+PAID_LINKS = {
+    "GetSeedInvoice": link("GET", "/invoice/{invoice_id}", invoice_id="$response.body#/id"),
+    "ListPayments": link("GET", "/api/payments"),
+}
+# A send's email, by the id the email service keeps it under (the send id).
+SEND_LINKS = {
+    "GetEmail": link("GET", "/api/emails/{email_id}", email_id="$response.body#/send_id"),
+    "ListInvoiceEmails": link(
+        "GET", "/api/invoices/{invoice_id}/emails", invoice_id="$request.path.invoice_id"
+    ),
 }
 router = APIRouter(prefix="/api", tags=["invoices"])
 seed_router = APIRouter(tags=["seed 001 contract"])
@@ -216,7 +236,11 @@ async def export_invoices(
     )
 
 
-@router.get("/invoices/{invoice_id}", response_model=InvoiceDetail, responses=NOT_FOUND)
+@router.get(
+    "/invoices/{invoice_id}",
+    response_model=InvoiceDetail,
+    responses={200: {"links": INVOICE_ACTIONS}, **NOT_FOUND},
+)
 async def get_invoice(
     invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep
 ) -> InvoiceDetail:
@@ -281,6 +305,7 @@ async def get_invoice_pdf(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SendAccepted,
     responses={
+        202: {"links": SEND_LINKS},
         **NOT_FOUND,
         402: {"description": "The wallet's balance is too low for the fee; nothing was sent"},
         409: {"description": "The invoice is void"},
@@ -381,7 +406,15 @@ async def health_check(request: Request) -> JSONResponse:
     "/invoice/{invoice_id}",
     response_model=InvoiceResponse,
     response_model_exclude_none=True,
-    responses=NOT_FOUND,
+    responses={
+        200: {
+            "links": {
+                "PayInvoice": INVOICE_ACTIONS["PayInvoice"],
+                "SendInvoice": INVOICE_ACTIONS["SendInvoice"],
+            }
+        },
+        **NOT_FOUND,
+    },
 )
 async def seed_get_invoice(
     invoice_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep
@@ -453,7 +486,7 @@ async def seed_create_invoice(
     status_code=status.HTTP_201_CREATED,
     response_model=InvoiceResponse,
     response_model_exclude_none=True,
-    responses={**NOT_FOUND, **PAYMENT_PROBLEMS},
+    responses={201: {"links": PAID_LINKS}, **NOT_FOUND, **PAYMENT_PROBLEMS},
 )
 async def seed_pay_invoice(
     invoice_id: uuid.UUID,

@@ -31,6 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from cronsim import CronSim
+from prometheus_client import Counter, Gauge
 from sqlalchemy import and_, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -83,6 +84,22 @@ from payment.providers import (
 )
 
 log = get_logger(__name__)
+
+# The billing run's progress, as each worker sees it (docs/observability.md).
+BILLING_CHARGES = Counter(
+    "billing_run_charges",
+    "Outcomes of billing-run charge attempts: paid, retry_scheduled (declined, tried again "
+    "days later), provider_unavailable (tried again soon), failed (final), skipped",
+    ["outcome"],
+)
+BILLING_RUN_RUNNING = Gauge("billing_run_running", "Billing runs charging now (not finished)")
+BILLING_RUN_STARTED = Gauge(
+    "billing_run_started_timestamp_seconds",
+    "When the oldest billing run still charging started; 0 when none is",
+)
+BILLING_RUN_LAST_FINISHED = Gauge(
+    "billing_run_last_finished_timestamp_seconds", "When the last billing run finished; 0 if none"
+)
 
 SCHEDULE_NAME = "monthly"
 START_LEASE = "billing-run-start"
@@ -584,6 +601,7 @@ async def _send(billing: Billing, attempt: _Attempt) -> ChargeOutcome:
 async def _record_outcomes(billing: Billing, results: list[tuple[_Attempt, ChargeOutcome]]) -> None:
     """Write the attempts' outcomes, the items' and the events, in one transaction."""
     now = billing.clock()
+    recorded: list[str] = []
     async with billing.sessionmaker() as session, session.begin():
         items = {
             item.id: item
@@ -626,6 +644,9 @@ async def _record_outcomes(billing: Billing, results: list[tuple[_Attempt, Charg
                 outcome,
                 now,
             )
+            recorded.append(item.outcome or "pending")
+    for item_outcome in recorded:
+        BILLING_CHARGES.labels(item_outcome).inc()
 
 
 def _apply_outcome(
@@ -800,6 +821,17 @@ async def update_run_statuses(billing: Billing) -> None:
                 )
             )
             run.status = RunStatus.CHARGING if charging_now else RunStatus.WAITING_RETRIES
+        charging = [run.started_at for run in runs if run.status == RunStatus.CHARGING]
+        last_finished = await session.scalar(select(func.max(BillingRun.finished_at)))
+    # After the commit: what the metrics show is what the schema holds.
+    BILLING_RUN_RUNNING.set(len(charging))
+    BILLING_RUN_STARTED.set(_timestamp(min(charging, default=None)))
+    BILLING_RUN_LAST_FINISHED.set(_timestamp(last_finished))
+
+
+def _timestamp(moment: datetime | None) -> float:
+    """Seconds since the epoch of a naive UTC time; 0 for none, as Prometheus has it."""
+    return moment.replace(tzinfo=UTC).timestamp() if moment is not None else 0.0
 
 
 async def tick(billing: Billing) -> int:

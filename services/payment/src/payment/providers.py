@@ -17,6 +17,7 @@ import httpx
 from pydantic import SecretStr
 
 from common.logging import get_logger
+from common.metrics import PROVIDER_CALLS
 from common.types import money_text
 from payment.config import PaymentSettings
 
@@ -299,11 +300,57 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+class CountedProvider:
+    """A provider whose every call is counted in the metrics (`provider_requests_total`), by
+    operation and outcome: the card provider's health as the on-call engineer sees it."""
+
+    def __init__(self, inner: PaymentProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def _count(self, operation: str, outcome: str) -> None:
+        PROVIDER_CALLS.labels(self.name, operation, outcome).inc()
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        outcome = await self.inner.charge(request)
+        self._count("charge", outcome.outcome)
+        return outcome
+
+    async def lookup(self, transaction_id: str) -> ChargeOutcome | None:
+        try:
+            found = await self.inner.lookup(transaction_id)
+        except ProviderUnreachable:
+            self._count("lookup", "unreachable")
+            raise
+        self._count("lookup", "found" if found is not None else "not_found")
+        return found
+
+    async def save_card(self, card: CardDetails) -> SavedCard | ChargeOutcome:
+        result = await self.inner.save_card(card)
+        self._count("save_card", "saved" if isinstance(result, SavedCard) else result.outcome)
+        return result
+
+    async def forget_card(self, token: str) -> None:
+        try:
+            await self.inner.forget_card(token)
+        except ProviderUnreachable:
+            self._count("forget_card", "unreachable")
+            raise
+        self._count("forget_card", "forgotten")
+
+    async def charge_saved(self, charge: SavedCharge) -> ChargeOutcome:
+        outcome = await self.inner.charge_saved(charge)
+        self._count("charge_saved", outcome.outcome)
+        return outcome
+
+
 def create_provider(settings: PaymentSettings, http: httpx.AsyncClient) -> PaymentProvider:
-    """The provider the settings name; FakePay is the only one so far."""
-    return FakePayProvider(
-        http,
-        settings.fakepay_url,
-        timeout_seconds=settings.provider_timeout_seconds,
-        connect_timeout_seconds=settings.provider_connect_timeout_seconds,
+    """The provider the settings name, counted; FakePay is the only one so far."""
+    return CountedProvider(
+        FakePayProvider(
+            http,
+            settings.fakepay_url,
+            timeout_seconds=settings.provider_timeout_seconds,
+            connect_timeout_seconds=settings.provider_connect_timeout_seconds,
+        )
     )

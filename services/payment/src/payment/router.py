@@ -216,7 +216,13 @@ async def get_wallet(user: CurrentUser, session: ReadSessionDep) -> WalletRead:
     response_model=TopupRead,
     summary="Add funds to the wallet by card",
     responses={
-        201: {"links": {"GetPayment": TOPUP_PAYMENT_LINK}},
+        201: {
+            "links": {
+                "GetPayment": TOPUP_PAYMENT_LINK,
+                "GetWallet": link("GET", "/api/wallet"),
+                "ListWalletTransactions": link("GET", "/api/wallet/transactions"),
+            }
+        },
         **CARD_ERRORS,
         503: _problem(
             "The provider is down or timed out, or a top-up under this Idempotency-Key is not "

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
+from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import new_event
@@ -43,6 +44,13 @@ from sync.models import Connection, JobState, OutboxMessage, Phase
 from sync.platform import BadPlatformData, Page, PlatformApi, PlatformRejected, PlatformUnavailable
 
 log = get_logger(__name__)
+
+# Progress of the imports, in this worker (docs/observability.md).
+SYNC_JOBS_RUNNING = Gauge("sync_jobs_running", "Sync jobs this worker is running now")
+SYNC_PAGES = Counter("sync_pages_imported", "Platform pages read and kept", ["kind"])
+SYNC_INVOICES = Counter(
+    "sync_invoices", "Invoices of the pages kept: imported (new or changed) or skipped", ["result"]
+)
 
 
 class LeaseLost(Exception):
@@ -66,6 +74,8 @@ class _Slice:
     base_url: str
     api_key: str
     pages: int = 0
+    # Invoices of the last page that were new or changed, and so handed on.
+    imported: int = 0
     clients: dict[str, ImportedClient] = field(default_factory=dict)
 
 
@@ -93,6 +103,7 @@ class JobRunner:
             if work is None:
                 log.info("sync_job_skipped", reason="stale or claimed elsewhere")
                 return "skipped"
+            SYNC_JOBS_RUNNING.inc()
             try:
                 for _ in range(self.settings.pages_per_slice):
                     done = await self._step(work)
@@ -115,6 +126,8 @@ class JobRunner:
                 log.exception("sync_job_failed", error_type=type(exc).__name__)
                 await self._park(work, exc)
                 return "parked"
+            finally:
+                SYNC_JOBS_RUNNING.dec()
 
     async def _claim(self, job: JobRequested) -> _Slice | None:
         now = utcnow()
@@ -186,6 +199,10 @@ class JobRunner:
                 connection.last_error_at = utcnow()
             connection.lease_until = utcnow() + timedelta(seconds=self.settings.lease_seconds)
         work.pages += 1
+        SYNC_PAGES.labels(kind).inc()
+        if kind == "invoices":
+            SYNC_INVOICES.labels("imported").inc(work.imported)
+            SYNC_INVOICES.labels("skipped").inc(len(page.skipped))
         return False
 
     async def _keep_clients(
@@ -259,6 +276,7 @@ class JobRunner:
             self._publish(session, work, list(clients.values()), changed)
         connection.invoices_seen += len(page.invoices)
         connection.invoices_changed += len(changed)
+        work.imported = len(changed)
         connection.invoices_skipped += len(page.skipped)
 
     async def _save_fetched_clients(

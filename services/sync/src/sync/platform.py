@@ -32,6 +32,7 @@ from tenacity import (
 )
 
 from common.logging import get_logger
+from common.metrics import PROVIDER_CALLS, breaker_listener
 from sync.config import SyncSettings
 from sync.events import ImportedClient, ImportedInvoice, ImportedStatus
 
@@ -143,6 +144,7 @@ class PlatformApi:
             default_ttl=settings.breaker_open_seconds,
             exclude=[PlatformRejected, BadPlatformData, _RateLimited],
         )
+        self.breakers.add_listener(breaker_listener("billing_platform"))
 
     async def page(self, base_url: str, api_key: str, kind: str, cursor: str | None) -> Page:
         """One page of "clients" or "invoices" after the cursor, checked."""
@@ -194,17 +196,31 @@ class PlatformApi:
     async def _attempt(
         self, host: str, base_url: str, api_key: str, path: str, params: dict[str, str]
     ) -> Any:
+        operation = path.split("/")[2] if path.count("/") >= 2 else path
         try:
             breaker = await self.breakers.get_breaker(host)
             async with breaker:
-                return await self._call(base_url, api_key, path, params)
+                body = await self._call(base_url, api_key, path, params)
         except OpenedState:
+            _count(operation, "breaker_open")
             raise _BreakerOpen() from None
+        except _Transient:
+            _count(operation, "unavailable")
+            raise
+        except PlatformRejected:
+            _count(operation, "rejected")
+            raise
+        except BadPlatformData:
+            _count(operation, "bad_data")
+            raise
         except _RateLimited as exc:
+            _count(operation, "rate_limited")
             # A rate limit is the platform working as documented: no breaker failure.
             if exc.retry_after > self.settings.max_retry_after_seconds:
                 raise PlatformUnavailable("rate limited", exc.retry_after) from None
             raise _Transient("rate limited", exc.retry_after) from None
+        _count(operation, "ok")
+        return body
 
     async def _call(self, base_url: str, api_key: str, path: str, params: dict[str, str]) -> Any:
         url = base_url.rstrip("/") + path
@@ -288,6 +304,10 @@ class PlatformApi:
                 issued_at=invoice.issued_at,
             )
         )
+
+
+def _count(operation: str, outcome: str) -> None:
+    PROVIDER_CALLS.labels("billing_platform", operation, outcome).inc()
 
 
 class _BreakerOpen(Exception):

@@ -17,6 +17,7 @@ from common.events import CloudEvent
 from common.inbox import EventConsumer
 from common.kafka import create_consumer, ensure_topics, rewind_partitions_past_their_end
 from common.logging import configure_logging, get_logger
+from common.metrics import LagGauge, MetricsServer
 from common.outbox import OutboxRelay
 from common.runtime import Loop, run_every, run_loops, sleep_unless
 from common.tracing import configure_tracing
@@ -47,6 +48,7 @@ class JobConsumer:
     def __init__(self, runner: JobRunner, settings: SyncSettings) -> None:
         self.runner = runner
         self.settings = settings
+        self.lag = LagGauge(JOBS_GROUP)
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.5
@@ -63,6 +65,7 @@ class JobConsumer:
                     fetched = await consumer.getmany(timeout_ms=500, max_records=JOBS_PARTITIONS)
                     if not fetched:
                         await rewind_partitions_past_their_end(consumer, JOBS_GROUP)
+                        await self.lag.measure(consumer)
                         continue
                     await asyncio.gather(*(self._run_all(batch) for batch in fetched.values()))
                     try:
@@ -71,11 +74,13 @@ class JobConsumer:
                         )
                     except CommitFailedError:
                         log.warning("job_offsets_not_committed", reason="rebalanced")
+                    await self.lag.measure(consumer)
             except (KafkaError, OSError) as exc:
                 log.warning("job_consumer_waiting", error_type=type(exc).__name__, retry_in=delay)
                 await sleep_unless(stop, delay)
                 delay = min(delay * 2, 10)
             finally:
+                self.lag.clear()
                 await consumer.stop()
 
     async def _run_all(self, records: list[ConsumerRecord]) -> None:
@@ -153,9 +158,11 @@ async def run(settings: SyncSettings | None = None) -> None:
                     job=partial(dispatch_all, sessionmaker, "schedule"),
                 )
             )
+        metrics = MetricsServer(settings.metrics_port, settings.metrics_host)
         try:
             await run_loops(loops)
         finally:
+            metrics.stop()
             await engine.dispose()
 
 

@@ -543,6 +543,23 @@ async def _drop_retired_keys(session: AsyncSession, settings: UserSettings, now:
             return
 
 
+# Signing keys as imported, by kid. Importing an RSA private key checks it, which costs tens
+# of milliseconds of CPU on a quiet machine and hundreds on a busy one, and it was done for
+# every token issued, in the event loop: under load every sign-in and refresh queued behind
+# it. A key's row never changes, so each process imports each key once; only the next and
+# current keys are kept (a withdrawn or retired key leaves memory at the next signing).
+_imported_keys: dict[str, RSAKey] = {}
+
+
+def _private_key(row: SigningKey, box: SecretBox) -> RSAKey:
+    key = _imported_keys.get(row.kid)
+    if key is None:
+        pem = box.open(row.private_key_encrypted, row.kid.encode())
+        key = RSAKey.import_key(pem, parameters={"kid": row.kid})
+        _imported_keys[row.kid] = key
+    return key
+
+
 async def signing_key(
     session: AsyncSession, settings: UserSettings, box: SecretBox
 ) -> tuple[str, RSAKey]:
@@ -551,9 +568,10 @@ async def signing_key(
     if len(keys) < 2:
         await rotate_signing_keys(session, settings, box)
         keys = await repository.newest_signing_keys(session, 2)
+    for kid in set(_imported_keys) - {key.kid for key in keys}:
+        del _imported_keys[kid]
     row = keys[1]
-    pem = box.open(row.private_key_encrypted, row.kid.encode())
-    return row.kid, RSAKey.import_key(pem, parameters={"kid": row.kid})
+    return row.kid, _private_key(row, box)
 
 
 async def published_keys(session: AsyncSession) -> dict[str, list[dict[str, Any]]]:

@@ -216,6 +216,8 @@ class Suite:
     # Each service's schema, by service name.
     databases: dict[str, str] = field(default_factory=dict)
     processes: Processes | None = None
+    # Each worker's Prometheus metrics, by process name (`invoice-worker`, ...).
+    worker_metrics: dict[str, str] = field(default_factory=dict)
 
     @property
     def user_api(self) -> str:
@@ -240,6 +242,7 @@ class Suite:
             "replicas": self.replicas,
             "kafka_bootstrap": self.kafka_bootstrap,
             "databases": self.databases,
+            "worker_metrics": self.worker_metrics,
             "logs": str(self.logs),
         }
 
@@ -301,6 +304,7 @@ def run_suite(
         return {**shared, **own, **(environment(name) if environment else {})}
 
     processes = Processes(logs)
+    worker_metrics: dict[str, str] = {}
     try:
         provider = [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1"]
         processes.start(
@@ -323,7 +327,11 @@ def run_suite(
                 processes.start(name, api, env_for(name, own))
                 name = replica_name(service.name, "worker", replica)
                 worker = [sys.executable, "-m", f"{service.module}.worker"]
-                processes.start(name, worker, env_for(name, own))
+                # Each worker serves its metrics on a port of its own.
+                metrics_port = free_port()
+                worker_metrics[name] = f"http://127.0.0.1:{metrics_port}/metrics"
+                worker_env = {**own, "METRICS_PORT": str(metrics_port)}
+                processes.start(name, worker, env_for(name, worker_env))
         all_api_ports = [port for ports_ in api_ports.values() for port in ports_]
         for port in (ports["provider"], ports["fakepay"], *all_api_ports):
             # Generous: a dozen or two Python processes start at once on a small, shared
@@ -364,6 +372,7 @@ def run_suite(
             },
             databases=databases,
             processes=processes,
+            worker_metrics=worker_metrics,
         )
     finally:
         processes.stop_all()
