@@ -45,6 +45,9 @@ ENDPOINTS: dict[tuple[str, str, str], str] = {
     ("invoice", "POST", "/api/invoices"): "shown below",
     ("invoice", "GET", "/api/invoices"): "shown below",
     ("invoice", "GET", "/api/invoices/{invoice_id}"): "shown below",
+    ("invoice", "GET", "/api/invoices/export.csv"): (
+        "the token's owner's invoices only (services/invoice/tests/test_export.py)"
+    ),
     ("invoice", "POST", "/api/invoices/{invoice_id}/void"): "shown below",
     ("invoice", "GET", "/api/invoices/{invoice_id}/pdf"): "shown below",
     ("invoice", "POST", "/api/invoices/{invoice_id}/send"): "shown below",
