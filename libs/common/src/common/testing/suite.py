@@ -349,6 +349,9 @@ def run_suite(
             "pay_burst": 100,
             "user_rate": "50r/s",
             "user_burst": 100,
+            # Sign-ins and refreshes too: the stateful fuzzer refreshes and signs out at will.
+            "auth_rate": "50r/s",
+            "auth_burst": 100,
             **(gateway or {}),
         }
         processes.adopt(
@@ -437,8 +440,8 @@ def main() -> None:
         stop_all(stack)
 
 
-# The gateway's per-user and paying budgets, which the suite loosens for its tests.
-_LIMITS = ("pay_rate", "pay_burst", "user_rate", "user_burst")
+# The gateway's per-user, paying and sign-in budgets, which the suite loosens for its tests.
+_LIMITS = ("pay_rate", "pay_burst", "user_rate", "user_burst", "auth_rate", "auth_burst")
 
 
 if __name__ == "__main__":
