@@ -27,7 +27,7 @@ from common.inbox import EventConsumer
 from common.outbox import OutboxRelay
 from common.runtime import Loop
 from common.testing.identity import ISSUER, TestIssuer
-from common.testing.plugin import migrate_schema, temporary_database
+from common.testing.plugin import broker_of_its_own, migrate_schema, temporary_database
 from common.testing.servers import MysqlServer, free_port
 from common.testing.tracing import parent_id, recorded_spans, trace_of
 from invoice import consumers as invoice_consumers
@@ -64,6 +64,15 @@ async def databases(mysql_server: MysqlServer) -> AsyncIterator[tuple[str, str, 
         migrate_schema(SERVICES / "payment" / "alembic.ini", "PAYMENT", payment_url)
         migrate_schema(SERVICES / "email" / "alembic.ini", "EMAIL", email_url)
         yield invoice_url, payment_url, email_url
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap() -> Iterator[str]:
+    """A broker of the test's own: its consumers read their topics from the start, and the
+    events other tests left on the session's broker (made-up ones among them) would keep them
+    busy past the wait for this flow's spans."""
+    with broker_of_its_own() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="module")

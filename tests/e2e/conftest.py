@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from common.testing.plugin import migrate_schema, stop_all, temporary_database
+from common.testing.plugin import broker_of_its_own, migrate_schema, temporary_database
 from common.testing.s3 import S3Server
-from common.testing.servers import MysqlServer, find_kafka
+from common.testing.servers import MysqlServer
 from common.testing.suite import PDF_BUCKET, SERVICES, Suite, run_suite
 from simulators.mail_testing import MailProvidersServer
 
@@ -50,11 +50,8 @@ def kafka_bootstrap() -> Iterator[str]:
     """A broker of the suite's own (a new dev broker here, the named one where a broker is
     given): the services' workers read their topics from the start, and the events other
     tests published for their own purposes, made-up ones among them, are none of theirs."""
-    stack: list[Any] = []
-    try:
-        yield find_kafka(stack)
-    finally:
-        stop_all(stack)
+    with broker_of_its_own() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")

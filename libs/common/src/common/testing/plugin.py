@@ -48,13 +48,20 @@ async def mysql_proxy(mysql_server: MysqlServer) -> AsyncIterator[MysqlProxy]:
     await proxy.stop()
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+@contextlib.contextmanager
+def broker_of_its_own() -> Iterator[str]:
+    """Bootstrap servers of a new broker (or the named one, see `find_kafka`), stopped after."""
     stack: list[Any] = []
     try:
         yield find_kafka(stack)
     finally:
         stop_all(stack)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    with broker_of_its_own() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")
