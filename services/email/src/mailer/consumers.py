@@ -9,13 +9,17 @@
   platform's own message and costs the owner no wallet fee.
 
 The models below are slim copies of the producers' events: only the fields read here.
+Addresses are read as text, not as EmailStr: an address no provider could carry is a fact
+about one email, recorded as that email's failure with its reason (service.address_problem),
+not a malformed event to dead-letter (which would lose the notice, and an invoice email's fee
+with it).
 """
 
 import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel, EmailStr
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.events import CloudEvent
@@ -30,7 +34,7 @@ NOTICE_NAMESPACE = uuid.UUID("6b1f4c1e-7a1c-4c59-9a53-6f8f3b0b2f11")
 
 
 class Recipient(BaseModel):
-    email: EmailStr
+    email: str
     name: str
 
 
@@ -62,7 +66,7 @@ class InvoiceSendRequested(BaseModel):
     invoice_id: uuid.UUID
     owner_id: uuid.UUID
     recipient: Recipient
-    reply_to: EmailStr | None
+    reply_to: str | None
     sender_name: str
     subject: str
     message: str | None
@@ -75,7 +79,7 @@ class InvoiceSendRequested(BaseModel):
 class PaymentFailed(BaseModel):
     kind: str
     invoice_id: uuid.UUID | None = None
-    client_email: EmailStr | None = None
+    client_email: str | None = None
     client_name: str | None = None
     amount: str | None = None
     currency: str | None = None
@@ -122,9 +126,9 @@ async def on_send_requested(session: AsyncSession, event: CloudEvent) -> None:
             send_id=request.send_id,
             owner_id=request.owner_id,
             invoice_id=request.invoice_id,
-            recipient_email=str(request.recipient.email),
+            recipient_email=request.recipient.email,
             recipient_name=one_line(request.recipient.name),
-            reply_to=str(request.reply_to) if request.reply_to else None,
+            reply_to=request.reply_to or None,
             sender_name=one_line(request.sender_name),
             subject=one_line(request.subject),
             body=body,
@@ -145,10 +149,10 @@ async def on_payment_failed(session: AsyncSession, event: CloudEvent) -> None:
     if event.data.get("kind") != "autopay":
         return  # a card payment or a top-up the owner saw fail themselves: nobody to tell
     failed = PaymentFailed.model_validate(event.data)
-    if failed.client_email is None:
+    if not failed.client_email:
         return
     settings = get_settings()
-    name = failed.client_name or str(failed.client_email)
+    name = failed.client_name or failed.client_email
     body = compose.payment_failed_body(
         client_name=name,
         platform_name=settings.platform_name,
@@ -166,7 +170,7 @@ async def on_payment_failed(session: AsyncSession, event: CloudEvent) -> None:
             owner_id=uuid.UUID(event.subject),
             invoice_id=failed.invoice_id,
             kind=MessageKind.PAYMENT_FAILED,
-            recipient_email=str(failed.client_email),
+            recipient_email=failed.client_email,
             recipient_name=one_line(name),
             sender_name=settings.platform_name,
             subject="Your automatic payment could not be taken",

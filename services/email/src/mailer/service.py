@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from pydantic import EmailStr, TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.errors import InvalidInput
@@ -52,6 +53,26 @@ ALLOWED: dict[MessageStatus, frozenset[MessageStatus]] = {
     MessageStatus.BOUNCED: frozenset(),
     MessageStatus.FAILED: frozenset(),
 }
+
+
+# The rule the invoice and user APIs check an address with when it is typed in (pydantic's
+# EmailStr: email-validator's syntax and its special-use names such as .test, .invalid and
+# .local, no DNS). Addresses also arrive by other ways (a client imported from the billing
+# platform, an owner's address from their identity provider, a saved card's client), so a
+# consumer checks again rather than trusting that every producer did.
+_ADDRESS = TypeAdapter(EmailStr)
+# messages.recipient_email's width: an address too long for it is not one anyway.
+_ADDRESS_COLUMN = 320
+
+
+def address_problem(address: str) -> str | None:
+    """Why no provider could carry mail to this address, or None when it is one."""
+    try:
+        _ADDRESS.validate_python(address)
+    except ValidationError as exc:
+        reason = exc.errors()[0].get("ctx", {}).get("reason") or exc.errors()[0]["msg"]
+        return f"not an address mail can be sent to: {reason}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -161,15 +182,20 @@ async def queue_invoice_email(session: AsyncSession, request: InvoiceEmail) -> M
     existing = await repository.get_message(session, request.send_id)
     if existing is not None:
         return existing
+    reply_to = request.reply_to
+    if reply_to is not None and address_problem(reply_to):
+        # The owner's own address is only a courtesy header: the email goes without it.
+        log.warning("email_reply_to_dropped", send_id=str(request.send_id))
+        reply_to = None
     now = utcnow()
     message = Message(
         id=request.send_id,
         owner_id=request.owner_id,
         kind=MessageKind.INVOICE,
         invoice_id=request.invoice_id,
-        recipient_email=request.recipient_email,
+        recipient_email=request.recipient_email[:_ADDRESS_COLUMN],
         recipient_name=request.recipient_name,
-        reply_to=request.reply_to,
+        reply_to=reply_to,
         sender_name=request.sender_name,
         subject=request.subject,
         text_body=request.body.text,
@@ -189,11 +215,20 @@ async def queue_invoice_email(session: AsyncSession, request: InvoiceEmail) -> M
         created_at=now,
         updated_at=now,
     )
+    _queue(session, message, request.recipient_email)
+    await session.flush()
+    return message
+
+
+def _queue(session: AsyncSession, message: Message, recipient: str) -> None:
+    """Add a new message as queued; one to an address no provider could carry fails at once,
+    with the reason, so that the owner sees why (and an invoice email's fee comes back)."""
     _keep_trace(message)
     session.add(message)
     change_status(session, message, MessageStatus.QUEUED)
-    await session.flush()
-    return message
+    problem = address_problem(recipient)
+    if problem is not None:
+        change_status(session, message, MessageStatus.FAILED, detail=problem)
 
 
 async def queue_notice(session: AsyncSession, notice: Notice) -> Message:
@@ -207,7 +242,7 @@ async def queue_notice(session: AsyncSession, notice: Notice) -> Message:
         owner_id=notice.owner_id,
         kind=notice.kind,
         invoice_id=notice.invoice_id,
-        recipient_email=notice.recipient_email,
+        recipient_email=notice.recipient_email[:_ADDRESS_COLUMN],
         recipient_name=notice.recipient_name,
         reply_to=None,
         sender_name=notice.sender_name,
@@ -221,9 +256,7 @@ async def queue_notice(session: AsyncSession, notice: Notice) -> Message:
         created_at=now,
         updated_at=now,
     )
-    _keep_trace(message)
-    session.add(message)
-    change_status(session, message, MessageStatus.QUEUED)
+    _queue(session, message, notice.recipient_email)
     await session.flush()
     return message
 
