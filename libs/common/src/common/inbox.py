@@ -310,8 +310,15 @@ class EventConsumer:
                 *(record.headers or ()),
                 ("x-dead-letter-reason", reason.encode()),
                 ("x-original-topic", record.topic.encode()),
+                ("x-original-partition", str(record.partition).encode()),
                 ("x-original-offset", str(record.offset).encode()),
             ],
         )
         DEAD_LETTERS.labels(self.name, record.topic).inc()
-        log.error("event_dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
+        log.error(
+            "event_dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+        )
