@@ -13,12 +13,15 @@ what it found: docs/reliability.md.
 
 import argparse
 import asyncio
+import contextlib
+import importlib
 import json
+import logging
 import os
 import random
+import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -31,6 +34,8 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -48,10 +53,11 @@ from common.testing.faults import (
     proxy_resets,
     stop_and_restart,
 )
+from common.testing.s3 import S3Server
 from common.testing.servers import free_port
 from common.testing.suite import Processes, Suite, run_suite
 from simulators.billing_platform_testing import BillingPlatformServer
-from simulators.mail_testing import MailProvidersServer
+from simulators.mail_testing import MailProvidersServer, SmtpSinkServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -66,7 +72,15 @@ SERVICES = {
 }
 PDF_BUCKET = "ledgerline-invoices"
 BROKER_BUCKET = "tansu"
+# The email providers with an HTTP API at the providers' simulator, which can be asked
+# whether they took a message; then SES (moto's server) and SMTP (the sink), which cannot.
 MAIL_PROVIDERS = ("sendgrid", "mailgun", "sparkpost")
+EMAIL_PROVIDERS = (*MAIL_PROVIDERS, "ses", "smtp")
+# What the email service sends from; SES refuses a sender it has not verified.
+EMAIL_SENDER = "invoices@ledgerline.example"
+# A send in doubt at SES or SMTP waits this long for a delivery report before it is sent
+# again (15 minutes in production): short enough for a drill of minutes.
+UNVERIFIABLE_WAIT_SECONDS = 10
 # Test cards (docs/fakepay.md): the last four digits decide.
 GOOD_CARD = "4242 4242 4242 4242"
 DECLINED_CARD = "4000 0000 0000 0002"
@@ -81,6 +95,22 @@ def log(message: str) -> None:
 # --- the suite --------------------------------------------------------------------------------
 
 
+class Phases:
+    """How long each stage of the drill took, in order, for the report."""
+
+    def __init__(self) -> None:
+        self.mark = time.monotonic()
+        self.took: dict[str, float] = {}
+
+    def end(self, name: str) -> None:
+        now = time.monotonic()
+        self.took[name] = now - self.mark
+        self.mark = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.took.items())
+
+
 class SuiteProcess:
     """One process of the shared suite (common.testing.suite), as the fault schedule sees it."""
 
@@ -89,7 +119,14 @@ class SuiteProcess:
         self.name = name
 
     def kill(self) -> None:
+        # A process's own children die with it, as they would with their container: nginx's
+        # workers would otherwise keep the gateway's port and serve on without a master.
+        child = self.processes.children[self.name].process
+        orphans = children_of(child.pid)
         self.processes.kill(self.name)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         self.processes.kill(self.name, signal.SIGTERM)
@@ -97,6 +134,22 @@ class SuiteProcess:
     def start(self) -> None:
         if self.processes.children[self.name].process.poll() is not None:
             self.processes.restart(self.name)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: the fields follow it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 @dataclass
@@ -110,8 +163,12 @@ class Stack:
     fakepay_proxy: FaultProxy
     mail_proxy: FaultProxy
     platform_proxy: FaultProxy
+    ses_proxy: FaultProxy
+    smtp_proxy: FaultProxy
     mail_server: MailProvidersServer
     platform_server: BillingPlatformServer
+    ses_server: S3Server  # moto's server, for SES only
+    smtp_sink: SmtpSinkServer
     urls: dict[str, str] = field(default_factory=dict)  # service -> direct database URL
     suite: Suite | None = None
     suite_context: Any = None
@@ -137,14 +194,14 @@ class Stack:
     def platform(self) -> str:
         return self.platform_server.base_url
 
-    def processes(self) -> dict[str, SuiteProcess]:
-        """Every API and worker of the suite, by name."""
+    def processes(self, names: tuple[str, ...] = ("-api", "-worker")) -> dict[str, SuiteProcess]:
+        """The suite's processes whose names end so (every API and worker), by name."""
         processes = self.running.processes
         assert processes is not None
         return {
             name: SuiteProcess(processes, name)
             for name in processes.names()
-            if name.endswith(("-api", "-worker"))
+            if name.endswith(names)
         }
 
     def overrides(self, name: str) -> dict[str, str]:
@@ -163,7 +220,7 @@ class Stack:
             proxy = f"http://{self.mail_proxy.address}"
             keys = self.mail_server.keys()
             return {
-                "EMAIL_PROVIDERS": ",".join(MAIL_PROVIDERS),
+                "EMAIL_PROVIDERS": ",".join(EMAIL_PROVIDERS),
                 "EMAIL_SENDGRID_URL": proxy,
                 "EMAIL_MAILGUN_URL": proxy,
                 "EMAIL_SPARKPOST_URL": proxy,
@@ -178,6 +235,7 @@ class Stack:
                 "EMAIL_RETRY_BASE_SECONDS": "1",
                 "EMAIL_RETRY_MAX_SECONDS": "5",
                 "EMAIL_BREAKER_TTL_SECONDS": "5",
+                **self.unverifiable_providers(),
             }
         if name.startswith("sync-"):
             return {
@@ -190,6 +248,19 @@ class Stack:
                 "SYNC_RECOVER_EVERY_SECONDS": "2",
             }
         return {}
+
+    def unverifiable_providers(self) -> dict[str, str]:
+        """SES (moto's server) and SMTP (the sink) behind their fault proxies, SES's delivery
+        reports signed as SNS signs them (by the providers' simulator), and a short wait for
+        a send in doubt at either."""
+        return {
+            "EMAIL_SES_ENDPOINT_URL": f"http://{self.ses_proxy.address}",
+            "EMAIL_SMTP_HOST": "127.0.0.1",
+            "EMAIL_SMTP_PORT": str(self.smtp_proxy.port),
+            "EMAIL_FROM_EMAIL": EMAIL_SENDER,
+            "EMAIL_SNS_CERTIFICATE_URL_PREFIXES": f"{self.mail}/sns/",
+            "EMAIL_UNVERIFIABLE_WAIT_SECONDS": str(UNVERIFIABLE_WAIT_SECONDS),
+        }
 
     def service_env(self, service: str) -> dict[str, str]:
         """A service's whole environment, as its processes in the suite have it."""
@@ -214,6 +285,8 @@ async def build_stack(run_dir: Path) -> Stack:
     }
     mail_server = MailProvidersServer()
     platform_server = BillingPlatformServer()
+    ses_server = S3Server()
+    smtp_sink = SmtpSinkServer()
     return Stack(
         run_dir,
         db,
@@ -224,12 +297,16 @@ async def build_stack(run_dir: Path) -> Stack:
         await FaultProxy("127.0.0.1", 9, name="payment->fakepay").start(),
         await FaultProxy("127.0.0.1", mail_server.port, name="email->providers").start(),
         await FaultProxy("127.0.0.1", platform_server.port, name="sync->platform").start(),
+        await FaultProxy("127.0.0.1", ses_server.port, name="email->ses").start(),
+        await FaultProxy("127.0.0.1", smtp_sink.port, name="email->smtp").start(),
         mail_server,
         platform_server,
+        ses_server,
+        smtp_sink,
     )
 
 
-async def start_stack(stack: Stack) -> None:
+async def start_stack(stack: Stack, phases: Phases) -> None:
     logs = stack.run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log("starting MariaDB, s3rver, the broker and the simulators")
@@ -238,20 +315,29 @@ async def start_stack(stack: Stack) -> None:
         asyncio.to_thread(stack.s3.start),
         asyncio.to_thread(stack.mail_server.start),
         asyncio.to_thread(stack.platform_server.start),
+        asyncio.to_thread(stack.ses_server.start),
+        asyncio.to_thread(stack.smtp_sink.start),
     )
+    stack.ses_server.client("ses").verify_email_identity(EmailAddress=EMAIL_SENDER)
     await asyncio.to_thread(stack.db.wait_ready)
     await asyncio.to_thread(stack.broker.start)
+    phases.end("servers")
 
     log("creating the schemas and migrating them")
-    for service in SERVICES:
-        schema = f"{service}_svc"
-        stack.urls[service] = stack.db.provision(schema, f"drill-{service}-password")
-    await asyncio.gather(*(asyncio.to_thread(migrate, service, stack) for service in SERVICES))
+    urls = await asyncio.gather(
+        *(
+            asyncio.to_thread(stack.db.provision, f"{service}_svc", f"drill-{service}-password")
+            for service in SERVICES
+        )
+    )
+    stack.urls.update(zip(SERVICES, urls, strict=True))
+    await asyncio.to_thread(migrate_all, stack.urls)
     through_proxies = {
         service: url.replace(f":{stack.db.port}/", f":{stack.db_proxies[service].port}/")
         for service, url in stack.urls.items()
     }
 
+    phases.end("schemas")
     log("starting every API and worker and the gateway (common.testing.suite)")
     stack.suite_context = run_suite(
         databases=through_proxies,
@@ -284,6 +370,54 @@ async def start_stack(stack: Stack) -> None:
         )
         for provider in MAIL_PROVIDERS:
             await http.post(f"{stack.mail}/_control/faults", json=bounce_fault(provider))
+    phases.end("suite")
+
+
+def ses_sent(stack: Stack) -> list[tuple[str, str, list[str]]]:
+    """What SES (moto's server) took: (SES's message id, our send id, recipients), from moto's
+    own record of its state (`/moto-api/data.json`)."""
+    with httpx.Client(timeout=30) as http:
+        state = http.get(f"{stack.ses_server.endpoint_url}/moto-api/data.json").json()
+    taken = []
+    for raw in state.get("ses", {}).get("RawMessage", []):
+        head = str(raw.get("raw_data", "")).split("\n\n", 1)[0]
+        found = re.search(r"^X-Ledgerline-Send-Id:\s*(\S+)", head, re.MULTILINE | re.IGNORECASE)
+        taken.append((str(raw["id"]), found.group(1) if found else "", list(raw["destinations"])))
+    return taken
+
+
+async def report_ses_deliveries(stack: Stack, stop: asyncio.Event) -> None:
+    """What SES does with delivery notifications on: each message it took is reported, signed
+    as SNS signs (by the providers' simulator), to the email service's SES webhook; a report
+    the service did not take (its API down) is posted again, as SNS retries."""
+    reported: set[str] = set()
+    async with httpx.AsyncClient(timeout=10) as http:
+        while not stop.is_set():
+            try:
+                taken = await asyncio.to_thread(ses_sent, stack)
+            except httpx.HTTPError:
+                taken = []
+            for ses_id, send_id, recipients in taken:
+                if ses_id in reported or not send_id:
+                    continue
+                bounced = any(BOUNCE_DOMAIN in r for r in recipients)
+                try:
+                    answer = await http.post(
+                        f"{stack.mail}/_control/webhooks",
+                        json={
+                            "provider": "ses",
+                            "url": f"{stack.running.apis['email']}/webhooks/ses",
+                            "send_id": send_id,
+                            "provider_message_id": ses_id,
+                            "event": "bounce" if bounced else "delivered",
+                        },
+                    )
+                except httpx.HTTPError:
+                    continue
+                if answer.status_code == 200 and answer.json()["status"] < 300:
+                    reported.add(ses_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
 
 
 def bounce_fault(provider: str) -> dict[str, Any]:
@@ -291,27 +425,44 @@ def bounce_fault(provider: str) -> dict[str, Any]:
     return {"provider": provider, "mode": "bounce", "recipient": f"nobody@{BOUNCE_DOMAIN}"}
 
 
-def migrate(service: str, stack: Stack) -> None:
-    alembic_ini = ROOT / "services" / service / "alembic.ini"
-    subprocess.run(
-        [PYTHON, "-m", "alembic", "-c", str(alembic_ini), "upgrade", "head"],
-        check=True,
-        capture_output=True,
-        env={**os.environ, f"{service.upper()}_DATABASE_URL": stack.urls[service]},
-    )
+def migrate_all(urls: dict[str, str]) -> None:
+    """Every service's migrations (`alembic upgrade head`), one after the other in this
+    process. Five alembic processes would each import SQLAlchemy, pydantic and their service
+    again: on a loaded two-core machine that was over a minute of the short drill."""
+    # MariaDB's notes on alembic's DDL ("Name 'alembic_version_pkc' ignored"), not problems.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
+    for service, url in urls.items():
+        variable = f"{service.upper()}_DATABASE_URL"
+        # env.py reads the URL through the service's settings, which are cached.
+        get_settings = importlib.import_module(f"{SERVICES[service]}.config").get_settings
+        os.environ[variable] = url
+        get_settings.cache_clear()
+        try:
+            config = AlembicConfig(str(ROOT / "services" / service / "alembic.ini"))
+            alembic_command.upgrade(config, "head")
+        finally:
+            del os.environ[variable]
+            get_settings.cache_clear()
 
 
 async def stop_stack(stack: Stack) -> None:
-    if stack.suite_context is not None:
-        await asyncio.to_thread(stack.suite_context.__exit__, None, None, None)
-    for server in (stack.mail_server, stack.platform_server):
-        await asyncio.to_thread(server.stop)
+    simulators = (stack.mail_server, stack.platform_server, stack.ses_server, stack.smtp_sink)
+    await asyncio.gather(
+        *(asyncio.to_thread(server.stop) for server in simulators),
+        *(
+            [asyncio.to_thread(stack.suite_context.__exit__, None, None, None)]
+            if stack.suite_context is not None
+            else []
+        ),
+    )
     for proxy in [
         *stack.db_proxies.values(),
         stack.broker_proxy,
         stack.fakepay_proxy,
         stack.mail_proxy,
         stack.platform_proxy,
+        stack.ses_proxy,
+        stack.smtp_proxy,
     ]:
         await proxy.stop()
     await asyncio.to_thread(stack.broker.stop, 10)
@@ -323,19 +474,26 @@ async def stop_stack(stack: Stack) -> None:
 
 
 def drill_schedule(stack: Stack, duration: float, broker_restart: bool = True) -> FaultSchedule:
-    """Every API and worker killed once (SIGKILL, restarted a second later); the broker and the
-    database stopped and started again; each provider down or slow; the network between the
-    services and MySQL, the broker and the providers slow and lossy. Spread over the first
+    """Every API and worker, the gateway and the OIDC mock killed once (SIGKILL, restarted a
+    second later); the broker and the database stopped and started again; each provider down
+    or slow (every email provider among them); the network between the services and MySQL,
+    the broker and the providers slow and lossy. Spread over the first
     four fifths of `duration` after a warm-up, the rest left for recovery under traffic."""
     warmup = min(15.0, duration * 0.1)  # flows under way before anything breaks
     window = duration * 0.8 - warmup
     faults: list[Fault] = []
-    processes = stack.processes()
+    # Every API and worker; the gateway (owners meet refused connections and retry) and the
+    # OIDC mock (sign-ins wait and start again). Not the simulators: docs/reliability.md.
+    processes = stack.processes(("-api", "-worker", "gateway", "provider"))
     names = list(processes)
     random.shuffle(names)
-    for n, name in enumerate(names):
-        faults.append(kill_and_restart(name, processes[name], window * (n + 0.5) / len(names)))
     short = max(2.0, duration / 30)  # an outage: 6 s in the 3-minute drill
+    for n, name in enumerate(names):
+        at = window * (n + 0.5) / len(names)
+        # The front door and the sign-in provider stay down for an outage's length, so that
+        # owners meet refused connections (and sign-ins fail) rather than a blink.
+        down = short if name in ("gateway", "provider") else 1.0
+        faults.append(kill_and_restart(name, processes[name], at, down))
     faults += [
         stop_and_restart("MariaDB", stack.db, 0.55 * window, short, "database", hard=True),
         fakepay_outage(stack.fakepay, 0.10 * window, short, "error"),
@@ -355,6 +513,19 @@ def drill_schedule(stack: Stack, duration: float, broker_restart: bool = True) -
                 keep=[bounce_fault(provider)],
             )
         )
+    # Every HTTP provider failing at once, so that mail goes to SES and SMTP: SES unreachable
+    # for the first half (SMTP carries it), SMTP for the second (SES does).
+    every_http = 0.75 * window
+    for provider in MAIL_PROVIDERS:
+        faults.append(
+            mail_provider_outage(
+                stack.mail, provider, every_http, 2 * short, keep=[bounce_fault(provider)]
+            )
+        )
+    faults += [
+        proxy_down(stack.ses_proxy, every_http, short),
+        proxy_down(stack.smtp_proxy, every_http + short, short),
+    ]
     db_proxy = list(stack.db_proxies.values())
     faults += [
         proxy_latency(stack.db_proxies["payment"], 0.05 * window, short * 2, ms=80, jitter_ms=40),
@@ -405,9 +576,15 @@ class Load:
     latencies: list[float] = field(default_factory=list)
     requests: int = 0
     gave_up: Counter[str] = field(default_factory=Counter)
+    # Requests that met a refused or dropped connection (and were tried again), by route.
+    connection_errors: Counter[str] = field(default_factory=Counter)
 
 
 RETRYABLE = {429, 502, 503, 504}
+
+
+class SignInFailed(Exception):
+    """An owner could not sign in within their patience."""
 
 
 class Owner:
@@ -456,10 +633,13 @@ class Owner:
                             return
                     else:
                         self.count("GET /api/auth/mock/login", start)
-            except (httpx.TransportError, KeyError):
+            except httpx.TransportError:
+                self.load.connection_errors["sign-in"] += 1
+            except KeyError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.sub} could not sign in")
+                self.load.gave_up["sign-in"] += 1
+                raise SignInFailed(self.sub)
             await asyncio.sleep(1 + random.random())
 
     async def refresh(self) -> None:
@@ -512,6 +692,7 @@ class Owner:
                 )
             except httpx.TransportError:
                 answer = None
+                self.load.connection_errors[route] += 1
             else:
                 self.load.latencies.append(time.monotonic() - started)
                 self.count(route, answer)
@@ -742,6 +923,7 @@ class Owner:
             (self.browse, 4),
             (self.refresh, 1),
             (self.sync_now, 1),
+            (self.sign_in, 1),  # a new session, as on another device
         ]
         action = random.choices([a for a, _ in actions], [w for _, w in actions])[0]
         await action()
@@ -757,6 +939,8 @@ async def owner_loop(owner: Owner, stop: asyncio.Event, billing_due: date) -> No
             await owner.act()
         except httpx.HTTPError as error:
             owner.load.gave_up[type(error).__name__] += 1
+        except SignInFailed:
+            pass  # counted; the owner's old tokens still work
         await asyncio.sleep(random.uniform(0.05, 0.3))
 
 
@@ -1115,6 +1299,8 @@ async def reconcile(
     carried: Counter[str] = Counter()
     for per_provider in counts.values():
         carried.update(per_provider)
+    carried.update(send_id for _, send_id, _ in await asyncio.to_thread(ses_sent, stack))
+    carried.update(await asyncio.to_thread(stack.smtp_sink.counts))
     messages = {
         uuid_of(i): s for i, s in await rows(engine, "SELECT id, status FROM email_svc.messages")
     }
@@ -1282,6 +1468,10 @@ def report(
     lines.append(f"| server errors (500) | {len(load.server_errors)} |")
     gave_up = sum(load.gave_up.values())
     lines.append(f"| requests given up (no answer in 60 s) | {gave_up} {dict(load.gave_up)} |")
+    refused = sum(load.connection_errors.values())
+    lines.append(
+        f"| connection errors met and retried | {refused} {dict(load.connection_errors)} |"
+    )
     injected = schedule.injected()
     lines.append(
         f"| faults injected | {sum(injected.values())}: "
@@ -1316,11 +1506,14 @@ def report(
 
 async def drill(args: argparse.Namespace) -> int:
     run_dir = args.run_dir
+    phases = Phases()
     stack = await build_stack(run_dir)
     engine = create_async_engine(stack.db.server.url("", driver="mysql+asyncmy"), pool_size=2)
     owners: list[Owner] = []
     try:
-        await start_stack(stack)
+        await start_stack(stack, phases)
+        ses_reports_stop = asyncio.Event()
+        ses_reports = asyncio.create_task(report_ses_deliveries(stack, ses_reports_stop))
         accepted, load = Accepted(), Load()
         owners = [
             Owner(n, stack.gateway, stack.running.provider, accepted, load)
@@ -1329,9 +1522,11 @@ async def drill(args: argparse.Namespace) -> int:
         billing_due = date.today() + timedelta(days=1)
         log(f"signing in {len(owners)} owners")
         await asyncio.gather(*(o.sign_in() for o in owners))
-        for owner in owners[::4]:
-            await owner.connect_platform(stack.platform, stack.platform_proxy.address)
+        await asyncio.gather(
+            *(o.connect_platform(stack.platform, stack.platform_proxy.address) for o in owners[::4])
+        )
         schedule = drill_schedule(stack, args.duration, broker_restart=args.broker_restart)
+        phases.end("sign-in")
         stop = asyncio.Event()
         started = time.monotonic()
         log(f"traffic and faults for {args.duration:.0f} s")
@@ -1343,11 +1538,15 @@ async def drill(args: argparse.Namespace) -> int:
         )
         await asyncio.sleep(max(0.0, started + args.duration - time.monotonic()))
         stop.set()
+        phases.end("traffic")
         log("traffic stops; waiting for answers in flight and the last faults to end")
         await asyncio.gather(*traffic, return_exceptions=True)
+        phases.end("answers in flight")
         await faults
+        phases.end("last faults")
         held = time.monotonic() - started
         notes = [await billing]
+        phases.end("billing run")
         log("draining: the last syncs, outboxes, consumers, payments and emails")
         drain_start = datetime.now(UTC) - timedelta(seconds=1)
         unfinished = await final_syncs(owners, accepted, drain_start)
@@ -1360,9 +1559,14 @@ async def drill(args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(2)
         notes.append(f"drained in {time.monotonic() - started - held:.0f} s")
+        phases.end("drain")
         checks = await reconcile(engine, stack, accepted, left)
         letters = await dead_letters(stack.broker.bootstrap, dead_letter_topics())
         checks.append(dead_letter_check(letters))
+        ses_reports_stop.set()
+        await ses_reports
+        phases.end("reconcile")
+        notes.append(f"time: {phases}")
         table = report(held, len(owners), load, schedule, checks, letters, notes)
         print(table, flush=True)
         (run_dir / "report.md").write_text(table + "\n")
@@ -1373,10 +1577,13 @@ async def drill(args: argparse.Namespace) -> int:
             await owner.close()
         await engine.dispose()
         log("stopping the suite")
+        phases.end("until stopping")
         await stop_stack(stack)
         if not args.keep:
             shutil.rmtree(run_dir / "db", ignore_errors=True)
             shutil.rmtree(run_dir / "s3", ignore_errors=True)
+        phases.end("stop")
+        log(f"stopped; {phases}; all {sum(phases.took.values()):.0f} s")
 
 
 def main() -> None:

@@ -163,8 +163,11 @@ class Processes:
         self.children[name] = Child(command, env, process)
 
     def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
-        """A process started elsewhere (the gateway) that stops with the suite."""
-        self.children[name] = Child([], {}, process)
+        """A process started elsewhere (the gateway) that stops with the suite; `restart`
+        runs its command again (nginx's configuration stays where it was written)."""
+        args = process.args
+        command = [str(arg) for arg in args] if isinstance(args, list | tuple) else []
+        self.children[name] = Child(command, dict(os.environ), process)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         child = self.children[name]
