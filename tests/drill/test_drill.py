@@ -1,7 +1,8 @@
-"""The fault drill, short: 30 seconds of traffic from a few owners while every API and worker
-is killed once, MariaDB restarts, the providers fail and the links to MySQL, the broker and
-the providers are slowed and reset; nothing accepted may be lost or doubled
-(scripts/drill.py, docs/reliability.md)."""
+"""The fault drill, short: 30 seconds of traffic from a few owners while every API and worker,
+the gateway and the OIDC mock are killed once, MariaDB restarts, the providers (SES and SMTP
+among them) fail and the links to MySQL, the broker and the providers are slowed and reset;
+nothing accepted may be lost or doubled, and no event dead-lettered (scripts/drill.py,
+docs/reliability.md, where what it costs is measured)."""
 
 import subprocess
 import sys
