@@ -116,6 +116,37 @@ async def test_a_valid_id_token_names_the_identity(provider: FakeProvider) -> No
     )
 
 
+async def test_a_provider_that_names_no_key_and_replaces_it_is_followed() -> None:
+    """Some providers (oidc-provider-mock among them) sign id_tokens without a `kid` and make
+    a new key when they restart. The drill found sign-ins refused with 401 for good after such
+    a restart: the one key held was used for every kid-less token and never fetched again."""
+    fake = FakeProvider()
+    try:
+        client = OidcProvider(
+            "fake",
+            OidcProviderSettings(
+                issuer=fake.issuer, client_id=CLIENT_ID, client_secret=SecretStr(CLIENT_SECRET)
+            ),
+            jwks_refresh_floor_seconds=0,
+        )
+        before = jwt.encode({"alg": "RS256"}, fake.claims(), fake.key)
+        assert (await client.verify_id_token(before, sha256_hex(NONCE))).subject == "248289761001"
+
+        # The provider restarts with a new key, published under no kid.
+        fake.key = RSAKey.generate_key(2048)
+        fake.documents["/jwks"] = KeySet([fake.key]).as_dict(private=False)
+        after = jwt.encode({"alg": "RS256"}, fake.claims(sub="after-restart"), fake.key)
+        assert (await client.verify_id_token(after, sha256_hex(NONCE))).subject == "after-restart"
+
+        # A token signed by neither key is still refused, after one more look at the keys.
+        stranger = RSAKey.generate_key(2048)
+        forged = jwt.encode({"alg": "RS256"}, fake.claims(), stranger)
+        with pytest.raises(IdTokenInvalid):
+            await client.verify_id_token(forged, sha256_hex(NONCE))
+    finally:
+        fake.server.shutdown()
+
+
 async def test_an_id_token_for_this_client_among_others_needs_azp(provider: FakeProvider) -> None:
     token = provider.id_token(aud=[CLIENT_ID, "another-client"], azp=CLIENT_ID)
 

@@ -189,9 +189,11 @@ class OidcProvider:
             raise IdTokenInvalid("the provider returned no id_token")
         return id_token
 
-    async def _key_for(self, kid: str | None) -> Any:
+    async def _key_for(self, kid: str | None, stale: bool = False) -> Any:
+        """The provider's key for `kid`, its keys fetched again when none is known (or the one
+        held is `stale`), at most once per refresh floor."""
         metadata = await self.metadata()
-        key = self._find_key(kid)
+        key = None if stale else self._find_key(kid)
         if key is None and time.monotonic() - self._keys_at > self.jwks_refresh_floor_seconds:
             # A key we have not seen: the provider may have rotated, so fetch its keys again.
             document = await self._get_json(metadata.jwks_uri)
@@ -220,13 +222,23 @@ class OidcProvider:
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ID_TOKEN_ALGORITHMS:
             raise IdTokenInvalid("its signing algorithm is not accepted")
-        key = await self._key_for(kid if isinstance(kid, str) else None)
+        kid = kid if isinstance(kid, str) else None
+        key = await self._key_for(kid)
         if key is None:
             raise IdTokenInvalid("it is signed by a key the provider does not publish")
         try:
             claims = jwt.decode(id_token, key, algorithms=[str(alg)]).claims
         except (JoseError, ValueError):
-            raise IdTokenInvalid("its signature does not verify") from None
+            # A token naming no key was checked against the one key held, and a provider that
+            # names none replaces it unannounced (a new key at every restart, with some): read
+            # its keys again, once per refresh floor, before calling the token forged.
+            fresh = await self._key_for(None, stale=True) if kid is None else None
+            if fresh is None or fresh is key:
+                raise IdTokenInvalid("its signature does not verify") from None
+            try:
+                claims = jwt.decode(id_token, fresh, algorithms=[str(alg)]).claims
+            except (JoseError, ValueError):
+                raise IdTokenInvalid("its signature does not verify") from None
         registry = jwt.JWTClaimsRegistry(
             leeway=LEEWAY_SECONDS,
             iss={"essential": True, "value": metadata.issuer},
