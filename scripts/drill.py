@@ -1296,11 +1296,11 @@ async def reconcile(
     emails = Check("invoice emails")
     async with httpx.AsyncClient(timeout=30) as http:
         counts = (await http.get(f"{stack.mail}/_control/counts")).json()
+    counts["ses"] = Counter(send_id for _, send_id, _ in await asyncio.to_thread(ses_sent, stack))
+    counts["smtp"] = await asyncio.to_thread(stack.smtp_sink.counts)
     carried: Counter[str] = Counter()
     for per_provider in counts.values():
         carried.update(per_provider)
-    carried.update(send_id for _, send_id, _ in await asyncio.to_thread(ses_sent, stack))
-    carried.update(await asyncio.to_thread(stack.smtp_sink.counts))
     messages = {
         uuid_of(i): s for i, s in await rows(engine, "SELECT id, status FROM email_svc.messages")
     }
@@ -1335,7 +1335,10 @@ async def reconcile(
             emails.double(f"send {send_id} (in doubt) carried {count} times")
     if any(v > 1 for v in fees.values()) or any(v > 1 for v in refunds.values()):
         emails.double("a fee or a refund taken twice")
-    emails.notes.append(f"statuses: {Counter(messages.values())}; refunds: {len(refunds)}")
+    emails.notes.append(
+        f"statuses: {Counter(messages.values())}; refunds: {len(refunds)}; carried by: "
+        + ", ".join(f"{name} {sum(sent.values())}" for name, sent in counts.items())
+    )
     checks.append(emails)
 
     # Sync: the owners' invoices at the platform are the invoices imported.
