@@ -477,8 +477,8 @@ def drill_schedule(stack: Stack, duration: float, broker_restart: bool = True) -
     """Every API and worker, the gateway and the OIDC mock killed once (SIGKILL, restarted a
     second later); the broker and the database stopped and started again; each provider down
     or slow (every email provider among them); the network between the services and MySQL,
-    the broker and the providers slow and lossy. Spread over the first
-    four fifths of `duration` after a warm-up, the rest left for recovery under traffic."""
+    the broker and the providers slow and lossy. Spread over the first four fifths of
+    `duration` after a warm-up, the rest left for recovery under traffic."""
     warmup = min(15.0, duration * 0.1)  # flows under way before anything breaks
     window = duration * 0.8 - warmup
     faults: list[Fault] = []
