@@ -40,6 +40,13 @@ async def test_a_consumer_stopped_while_its_fetch_waits_to_retry_does_not_cancel
         await stop_client(consumer)
 
         assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+        # ... and the consumer is closed through: no metadata task of its left behind.
+        left = [
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", "") == "AIOKafkaClient._md_synchronizer"
+        ]
+        assert left == []
         reading.cancel()
     finally:
         if broker.poll() is None:
