@@ -176,17 +176,6 @@ bench-events: setup
 	$(BIN)/python scripts/devstack.py ensure-mysql
 	$(BIN)/python scripts/bench_events.py
 
-# The drill's S3 server (npm's s3rver, on disk), under which its broker keeps every message
-# across a restart (docs/reliability.md). Node and npm come with the machine.
-S3RVER := deploy/local/s3rver/node_modules/.bin/s3rver
-$(S3RVER): deploy/local/s3rver/package.json deploy/local/s3rver/package-lock.json
-	cd deploy/local/s3rver && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
-
-.PHONY: s3rver
-s3rver: $(S3RVER)
-pytest: $(S3RVER)
-
 # The load test (docs/benchmarks.md, "Load"): the whole suite on free ports, USERS owners
 # through the gateway for LOAD_DURATION, then the same run with faults injected. Loopback only.
 USERS ?= 200
@@ -266,5 +255,5 @@ test: web-e2e
 # seconds, then every record reconciled; exits non-zero on anything lost or doubled.
 DURATION ?= 180
 .PHONY: drill
-drill: setup $(S3RVER)
+drill: setup
 	$(BIN)/python scripts/drill.py --duration $(DURATION)

@@ -3,11 +3,11 @@ dependencies go away; then every record is reconciled against what was accepted.
 
     .venv/bin/python scripts/drill.py [--duration 180] [--owners 24] [--run-dir .run/drill]
 
-(`make drill`, `DURATION=30 make drill`). It starts its own MariaDB, a durable dev broker on
-s3rver, the simulators, every service's API and worker and the gateway, all on free ports, with
-a `FaultProxy` between each service and MySQL, between everything and the broker, and between
-the services and FakePay, the email providers and the billing platform. It prints one table
-and exits 1 if anything accepted was lost or doubled, or a backlog is stuck. What it checks and
+(`make drill`, `DURATION=30 make drill`). It starts its own MariaDB, a durable dev broker
+over a disk S3 server, the simulators, every service's API and worker and the gateway, all on
+free ports, with a `FaultProxy` between each service and MySQL, between everything and the
+broker, and between the services and FakePay, the email providers and the billing platform.
+It prints one table and exits 1 if anything accepted was lost or doubled, or a backlog is stuck. What it checks and
 what it found: docs/reliability.md.
 """
 
@@ -39,7 +39,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from common.testing.durable import S3RVER_KEY, DurableBroker, PrivateMariadb, S3rver
+from common.testing.durable import S3_KEY, DiskS3, DurableBroker, PrivateMariadb
 from common.testing.fault_proxy import FaultProxy
 from common.testing.faults import (
     Fault,
@@ -156,7 +156,7 @@ def children_of(pid: int) -> list[int]:
 class Stack:
     run_dir: Path
     db: PrivateMariadb
-    s3: S3rver
+    s3: DiskS3
     broker: DurableBroker
     broker_proxy: FaultProxy
     db_proxies: dict[str, FaultProxy]
@@ -227,9 +227,9 @@ class Stack:
                 "EMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY": keys["sendgrid_public_key"],
                 "EMAIL_MAILGUN_WEBHOOK_SIGNING_KEY": keys["mailgun_signing_key"],
                 "EMAIL_S3_ENDPOINT_URL": self.s3.endpoint_url,
-                # The email service signs its S3 requests with its own keys: s3rver's.
-                "EMAIL_AWS_ACCESS_KEY_ID": S3RVER_KEY,
-                "EMAIL_AWS_SECRET_ACCESS_KEY": S3RVER_KEY,
+                # The email service signs its S3 requests with keys of its own settings.
+                "EMAIL_AWS_ACCESS_KEY_ID": S3_KEY,
+                "EMAIL_AWS_SECRET_ACCESS_KEY": S3_KEY,
                 "EMAIL_PROVIDER_TIMEOUT_SECONDS": "4",
                 "EMAIL_IN_DOUBT_GRACE_SECONDS": "2",
                 "EMAIL_RETRY_BASE_SECONDS": "1",
@@ -273,7 +273,7 @@ async def build_stack(run_dir: Path) -> Stack:
     """Every server the drill owns, on free ports, nothing started yet but the fault proxies
     (the FakePay proxy learns its target once the suite has started FakePay)."""
     db = PrivateMariadb(run_dir / "db")
-    s3 = S3rver(run_dir / "s3", [BROKER_BUCKET, PDF_BUCKET])
+    s3 = DiskS3(run_dir / "s3", [BROKER_BUCKET, PDF_BUCKET])
     broker_port = free_port()
     broker = DurableBroker(run_dir, s3, BROKER_BUCKET, advertised_port=broker_port)
     broker_proxy = await FaultProxy(
@@ -309,7 +309,7 @@ async def build_stack(run_dir: Path) -> Stack:
 async def start_stack(stack: Stack, phases: Phases) -> None:
     logs = stack.run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log("starting MariaDB, s3rver, the broker and the simulators")
+    log("starting MariaDB, the S3 server, the broker and the simulators")
     await asyncio.gather(
         asyncio.to_thread(stack.db.start),
         asyncio.to_thread(stack.s3.start),
@@ -539,9 +539,8 @@ def drill_schedule(stack: Stack, duration: float, broker_restart: bool = True) -
         proxy_down(stack.platform_proxy, 0.6 * window, short),
     ]
     if broker_restart:
-        # Stopped and started again, as a broker upgrade does. The dev broker's S3 engine
-        # loses acknowledged records across a restart under traffic, killed or stopped
-        # (docs/reliability.md, finding 6): the full drill reports it rather than hide it.
+        # Stopped and started again, as a broker upgrade does; its S3 engine keeps every
+        # record it acknowledged (docs/reliability.md, finding 6).
         faults.append(stop_and_restart("broker", stack.broker, 0.25 * window, short, "broker"))
     for fault in faults:
         fault.at += warmup

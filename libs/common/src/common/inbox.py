@@ -30,6 +30,7 @@ from common.kafka import (
     create_producer,
     ensure_topics,
     rewind_partitions_past_their_end,
+    stop_client,
 )
 from common.logging import get_logger
 from common.metrics import DEAD_LETTERS, HANDLER_DURATION, HANDLER_RETRIES, LagGauge
@@ -167,8 +168,8 @@ class EventConsumer:
                 delay = min(delay * 2, 10)
             finally:
                 self.lag.clear()
-                await consumer.stop()
-                await producer.stop()
+                await stop_client(consumer)
+                await stop_client(producer)
 
     async def _process_all(
         self, records: list[ConsumerRecord], producer: AIOKafkaProducer, stop: asyncio.Event

@@ -55,6 +55,29 @@ def create_consumer(
     return consumer
 
 
+async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Stop a consumer or producer, also one whose broker connection has just failed.
+
+    aiokafka (0.14) stops a consumer by cancelling its pending fetch requests and awaiting
+    them, so `stop()` itself raises CancelledError when a fetch was waiting out its retry
+    after a connection error, and ends there, before closing its connections and its
+    metadata task. Nothing cancelled the caller, yet the error would end the worker's loops
+    and the process with them on a broker outage (the drill's sync worker exited so). It is
+    swallowed here and the close finished; a cancellation of the caller's own task passes.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.info("kafka_client_stopped_mid_retry", client=type(client).__name__)
+        # The connections stop() did not reach; left open, every outage would leave one
+        # more client refreshing metadata forever.
+        connections = client._client if isinstance(client, AIOKafkaConsumer) else client.client
+        await connections.close()
+
+
 async def rewind_partitions_past_their_end(consumer: AIOKafkaConsumer, name: str) -> int:
     """Read again from the start every assigned partition whose position is past its high
     watermark; how many were rewound.

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from common.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent
-from common.kafka import create_producer, ensure_topics
+from common.kafka import create_producer, ensure_topics, stop_client
 from common.logging import get_logger
 from common.metrics import OUTBOX, OUTBOX_PUBLISHED
 from common.runtime import sleep_unless
@@ -421,4 +421,4 @@ class OutboxRelay:
                 await sleep_unless(stop, delay)
                 delay = min(delay * 2, 10)
             finally:
-                await producer.stop()
+                await stop_client(producer)

@@ -15,7 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db import create_engine, create_sessionmaker
 from common.events import CloudEvent
 from common.inbox import EventConsumer
-from common.kafka import create_consumer, ensure_topics, rewind_partitions_past_their_end
+from common.kafka import (
+    create_consumer,
+    ensure_topics,
+    rewind_partitions_past_their_end,
+    stop_client,
+)
 from common.logging import configure_logging, get_logger
 from common.metrics import LagGauge, MetricsServer
 from common.outbox import OutboxRelay
@@ -81,7 +86,7 @@ class JobConsumer:
                 delay = min(delay * 2, 10)
             finally:
                 self.lag.clear()
-                await consumer.stop()
+                await stop_client(consumer)
 
     async def _run_all(self, records: list[ConsumerRecord]) -> None:
         for record in records:

@@ -6,8 +6,9 @@ forgets every topic and committed offset on a restart, so the drill brings its o
 
 - `PrivateMariadb`: a MariaDB server of its own in a directory, on a free port, with each
   service's schema and user made the way scripts/devstack.py makes them;
-- `S3rver`: npm's s3rver (installed by `make deploy/local/s3rver/node_modules`), an S3 server
-  that writes to disk and survives its own restart;
+- `DiskS3`: a small S3 server of our own (`common.testing.disk_s3`) that writes to disk,
+  survives its own restart and refuses a write whose `If-Match`/`If-None-Match` fails, which
+  the broker's S3 engine needs to number records (docs/reliability.md, finding 6);
 - `DurableBroker`: the dev broker (Tansu) on its S3 engine over that S3 server, so a broker
   killed with SIGKILL comes back with its topics, messages and committed offsets.
 
@@ -19,14 +20,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from common.testing.servers import MysqlServer, free_port, port_open, tansu_binary
 
-REPOSITORY = Path(__file__).resolve().parents[5]
-S3RVER_BINARY = REPOSITORY / "deploy" / "local" / "s3rver" / "node_modules" / ".bin" / "s3rver"
 MARIADB_DAEMON = Path("/usr/sbin/mariadbd")
 
 
@@ -198,41 +198,39 @@ class PrivateMariadb(ManagedProcess):
         return f"mysql+asyncmy://{schema}:{password}@127.0.0.1:{self.port}/{schema}"
 
 
-# s3rver's fixed credentials.
-S3RVER_KEY = "S3RVER"
+# The disk S3 server accepts any key; boto3 and the broker want one to sign with.
+S3_KEY = "drill-s3"
 
 
-class S3rver(ManagedProcess):
-    """npm's s3rver storing its buckets under `directory`, with `buckets` made at start."""
+class DiskS3(ManagedProcess):
+    """`common.testing.disk_s3` storing its buckets under `directory`, with `buckets` made at
+    start."""
 
     def __init__(self, directory: Path, buckets: list[str], port: int = 0) -> None:
         self.directory = directory
         self.buckets = buckets
-        (directory / "data").mkdir(parents=True, exist_ok=True)
-        super().__init__("s3rver", self._command, directory / "s3rver.log", port or free_port())
+        directory.mkdir(parents=True, exist_ok=True)
+        super().__init__("s3", self._command, directory / "s3.log", port or free_port())
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
-        if not S3RVER_BINARY.exists():
-            raise RuntimeError(
-                f"{S3RVER_BINARY} is missing: run `make deploy/local/s3rver/node_modules`"
-            )
-        configure = [arg for bucket in self.buckets for arg in ("--configure-bucket", bucket)]
+        buckets = [arg for bucket in self.buckets for arg in ("--bucket", bucket)]
         return [
-            str(S3RVER_BINARY),
-            *("-d", str(self.directory / "data")),
-            *("-a", "127.0.0.1", "-p", str(self.port)),
-            *configure,
+            sys.executable,
+            *("-m", "common.testing.disk_s3"),
+            *("--directory", str(self.directory / "data")),
+            *("--port", str(self.port)),
+            *buckets,
         ]
 
     def environment(self) -> dict[str, str]:
         """boto3's and the broker's variables for this server."""
         return {
-            "AWS_ACCESS_KEY_ID": S3RVER_KEY,
-            "AWS_SECRET_ACCESS_KEY": S3RVER_KEY,
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_KEY,
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": self.endpoint_url,
         }
@@ -246,7 +244,7 @@ class DurableBroker(ManagedProcess):
     def __init__(
         self,
         directory: Path,
-        s3: S3rver,
+        s3: DiskS3,
         bucket: str,
         port: int = 0,
         advertised_port: int = 0,
