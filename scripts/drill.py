@@ -6,9 +6,10 @@ dependencies go away; then every record is reconciled against what was accepted.
 (`make drill`, `DURATION=30 make drill`). It starts its own MariaDB, a durable dev broker
 over a disk S3 server, the simulators, every service's API and worker and the gateway, all on
 free ports, with a `FaultProxy` between each service and MySQL, between everything and the
-broker, and between the services and FakePay, the email providers and the billing platform.
-It prints one table and exits 1 if anything accepted was lost or doubled, or a backlog is stuck. What it checks and
-what it found: docs/reliability.md.
+broker, and between the services and FakePay, the email providers (SES and SMTP among them)
+and the billing platform. It prints one table and exits 1 if anything accepted was lost or
+doubled, a backlog is stuck or an event was dead-lettered. What it checks and what it found:
+docs/reliability.md.
 """
 
 import argparse
