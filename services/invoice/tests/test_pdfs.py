@@ -3,7 +3,12 @@ S3 server, a process), downloaded with an ETag and 304, rendered anew when anyth
 changes, and out of reach of other owners."""
 
 import asyncio
+import contextlib
+import functools
+import os
+import signal
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +28,7 @@ from invoice.storage import CachedPdfStore, DirectoryPdfStore
 
 from .conftest import PDF_BUCKET
 from .factories import create_client, create_invoice
+from .rendering import OPEN, gated_render, started_in
 
 
 def writes_of(s3: S3Server, key: str) -> int:
@@ -175,6 +181,75 @@ async def test_another_owners_pdf_is_not_found_like_a_missing_one(
     assert theirs.status_code == 404
     assert (theirs.status_code, theirs.json()) == (missing.status_code, missing.json())
     assert unsigned.status_code == 401
+
+
+# --- the rendering processes ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def gated_app(
+    settings: InvoiceSettings, gate: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An app of its own whose renders wait for the test's word (tests/rendering.py)."""
+    application = create_app(settings, render=functools.partial(gated_render, gate))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gated.test") as api:
+            yield api
+
+
+async def renders_started(gate: Path, count: int = 1) -> set[int]:
+    """The process ids of the renders begun, once there are `count` of them."""
+    while len(started := started_in(gate)) < count:
+        await asyncio.sleep(0.02)
+    return started
+
+
+async def test_requests_are_answered_while_a_pdf_renders_in_another_process(
+    settings: InvoiceSettings, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """WeasyPrint holds the GIL: rendered in a thread of the API it starved the event loop,
+    and every request of the process waited behind it. The render here does not finish
+    until the test has had an answer to another request."""
+    async with gated_app(settings, tmp_path) as api:
+        client = await create_client(api, auth)
+        invoice = await create_invoice(api, auth, client["id"])
+        download = asyncio.create_task(api.get(invoice["links"]["pdf"], headers=auth))
+        [rendering] = await asyncio.wait_for(renders_started(tmp_path), 120)
+
+        listing = await api.get("/api/invoices", headers=auth)
+        render_pending = not download.done()
+        (tmp_path / OPEN).touch()
+        pdf = await download
+
+    assert listing.status_code == 200
+    assert render_pending
+    assert rendering != os.getpid()
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF-")
+
+
+async def test_a_rendering_process_that_dies_is_replaced_and_the_render_done_again(
+    settings: InvoiceSettings, auth: dict[str, str], tmp_path: Path
+) -> None:
+    async with gated_app(settings, tmp_path) as api:
+        client = await create_client(api, auth)
+        invoice = await create_invoice(api, auth, client["id"])
+        download = asyncio.create_task(api.get(invoice["links"]["pdf"], headers=auth))
+        [first] = await asyncio.wait_for(renders_started(tmp_path), 120)
+
+        os.kill(first, signal.SIGKILL)
+        again = await asyncio.wait_for(renders_started(tmp_path, 2), 120)
+        (tmp_path / OPEN).touch()
+        pdf = await download
+        # The new pool renders the next invoice as usual.
+        other = await create_invoice(api, auth, client["id"])
+        next_pdf = await api.get(other["links"]["pdf"], headers=auth)
+
+    assert again - {first}
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF-")
+    assert next_pdf.status_code == 200
 
 
 def profile(owner: uuid.UUID, **fields: Any) -> service.OwnerProfile:
