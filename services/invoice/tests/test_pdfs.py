@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date
@@ -187,9 +188,7 @@ async def test_another_owners_pdf_is_not_found_like_a_missing_one(
 
 
 @contextlib.asynccontextmanager
-async def gated_app(
-    settings: InvoiceSettings, gate: Path
-) -> AsyncIterator[httpx.AsyncClient]:
+async def gated_app(settings: InvoiceSettings, gate: Path) -> AsyncIterator[httpx.AsyncClient]:
     """An app of its own whose renders wait for the test's word (tests/rendering.py)."""
     application = create_app(settings, render=functools.partial(gated_render, gate))
     async with application.router.lifespan_context(application):
@@ -200,9 +199,11 @@ async def gated_app(
 
 async def renders_started(gate: Path, count: int = 1) -> set[int]:
     """The process ids of the renders begun, once there are `count` of them."""
-    while len(started := started_in(gate)) < count:
+    for _ in range(6000):
+        if len(started := started_in(gate)) >= count:
+            return started
         await asyncio.sleep(0.02)
-    return started
+    raise AssertionError(f"fewer than {count} renders ever began")
 
 
 async def test_requests_are_answered_while_a_pdf_renders_in_another_process(
@@ -215,7 +216,7 @@ async def test_requests_are_answered_while_a_pdf_renders_in_another_process(
         client = await create_client(api, auth)
         invoice = await create_invoice(api, auth, client["id"])
         download = asyncio.create_task(api.get(invoice["links"]["pdf"], headers=auth))
-        [rendering] = await asyncio.wait_for(renders_started(tmp_path), 120)
+        [rendering] = await renders_started(tmp_path)
 
         listing = await api.get("/api/invoices", headers=auth)
         render_pending = not download.done()
@@ -236,10 +237,10 @@ async def test_a_rendering_process_that_dies_is_replaced_and_the_render_done_aga
         client = await create_client(api, auth)
         invoice = await create_invoice(api, auth, client["id"])
         download = asyncio.create_task(api.get(invoice["links"]["pdf"], headers=auth))
-        [first] = await asyncio.wait_for(renders_started(tmp_path), 120)
+        [first] = await renders_started(tmp_path)
 
         os.kill(first, signal.SIGKILL)
-        again = await asyncio.wait_for(renders_started(tmp_path, 2), 120)
+        again = await renders_started(tmp_path, 2)
         (tmp_path / OPEN).touch()
         pdf = await download
         # The new pool renders the next invoice as usual.
@@ -250,6 +251,51 @@ async def test_a_rendering_process_that_dies_is_replaced_and_the_render_done_aga
     assert pdf.status_code == 200
     assert pdf.content.startswith(b"%PDF-")
     assert next_pdf.status_code == 200
+
+
+# An API process that starts its rendering processes, says their ids, and waits to be killed.
+RENDERING_API = """
+import sys, time
+from pathlib import Path
+from invoice.pdf import PdfRenderer
+from invoice.storage import DirectoryPdfStore
+
+renderer = PdfRenderer(DirectoryPdfStore(Path(sys.argv[1])), 2)
+renderer.start()
+print(*renderer._pool._processes, flush=True)
+time.sleep(600)
+"""
+
+
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def test_rendering_processes_end_when_their_api_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the API leaves its pool's processes behind, waiting for work that never
+    comes: they notice the API is gone and end."""
+    api = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RENDERING_API, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
+    assert api.stdout is not None
+    rendering = [int(pid) for pid in (await api.stdout.readline()).split()]
+    api.kill()
+
+    async def ended() -> None:
+        for _ in range(1200):
+            if not any(running(pid) for pid in rendering):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the rendering processes outlived their API")
+
+    # The API's wait ends once its stdout is closed, which the rendering processes hold too.
+    await asyncio.wait_for(asyncio.gather(ended(), api.wait()), 150)
+    assert len(rendering) == 2
 
 
 def profile(owner: uuid.UUID, **fields: Any) -> service.OwnerProfile:

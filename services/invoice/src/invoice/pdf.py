@@ -8,6 +8,9 @@ revision, so a change to any of them renders anew and nothing stale is ever serv
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -116,10 +119,25 @@ def render_pdf(document: InvoiceDocument) -> bytes:
     return pdf
 
 
-def _prepare_rendering_process() -> None:
+# How often a rendering process checks that the API that started it is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _prepare_rendering_process(api: int) -> None:
     """A rendering process imports WeasyPrint once, as it starts, rather than on its first
-    invoice."""
+    invoice, and ends when the API that started it (process id `api`, taken by the API
+    itself: it may be gone before this runs) is gone."""
+    threading.Thread(target=_end_with, args=(api,), daemon=True).start()
     import weasyprint  # noqa: F401
+
+
+def _end_with(parent: int) -> None:
+    """Exit once the parent has died. A pool's process waits for work on a queue that it
+    holds both ends of, so it would never notice an API killed with SIGKILL and would stay,
+    orphaned, for good."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 class PdfRenderer:
@@ -170,6 +188,7 @@ class PdfRenderer:
                 max_workers=self.concurrency,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_prepare_rendering_process,
+                initargs=(os.getpid(),),
             )
         return self._pool
 
