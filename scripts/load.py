@@ -607,7 +607,11 @@ def main() -> None:
     runs = {"off": [False], "on": [True], "both": [False, True]}[arguments.faults]
     failures = []
     steady: Outcome | None = None
-    command = " ".join(["scripts/load.py", *sys.argv[1:]])
+    # As the docs show it: without where this machine kept its logs.
+    shown = [a for a in sys.argv[1:] if not a.startswith("--keep")]
+    if arguments.keep and str(arguments.keep) in shown:
+        shown.remove(str(arguments.keep))
+    command = " ".join(["scripts/load.py", *shown])
     with contextlib.ExitStack() as cleanup:
         if arguments.keep:
             arguments.keep.mkdir(parents=True, exist_ok=True)
