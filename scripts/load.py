@@ -4,7 +4,7 @@ once with faults injected, and the figures: answers per status, p50/p95 per endp
 and their Retry-After, and after each fault the time until the backlog drained.
 
     .venv/bin/python scripts/load.py [--users 200] [--duration 5m] [--faults off|on|both]
-                                     [--write-docs] [--smoke]
+                                     [--write-docs] [--smoke] [--keep DIR]
 
 Everything listens on loopback. The suite is `common.testing.suite` on throwaway schemas of
 the local MariaDB, a dev broker of its own, S3 (moto) and the email providers' simulator,
@@ -597,6 +597,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="also require every request type")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument(
+        "--keep", type=Path, help="keep every process's log and the reports in this folder"
+    )
     arguments = parser.parse_args()
     # SIGTERM stops a run as Ctrl-C does: the suite is stopped and its schemas dropped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -604,8 +607,17 @@ def main() -> None:
     runs = {"off": [False], "on": [True], "both": [False, True]}[arguments.faults]
     failures = []
     steady: Outcome | None = None
-    command = " ".join(["scripts/load.py", *sys.argv[1:]])
-    with tempfile.TemporaryDirectory(prefix="ledgerline-load-") as folder:
+    # As the docs show it: without where this machine kept its logs.
+    shown = [a for a in sys.argv[1:] if not a.startswith("--keep")]
+    if arguments.keep and str(arguments.keep) in shown:
+        shown.remove(str(arguments.keep))
+    command = " ".join(["scripts/load.py", *shown])
+    with contextlib.ExitStack() as cleanup:
+        if arguments.keep:
+            arguments.keep.mkdir(parents=True, exist_ok=True)
+            folder = str(arguments.keep)
+        else:
+            folder = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ledgerline-load-"))
         for faulty in runs:
             label = "faults" if faulty else "steady"
             outcome = asyncio.run(

@@ -10,15 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from simulators.billing_platform_testing import BillingPlatformServer
 
 from .conftest import Suite
-
-# Not in `make test`: on two cores the invoice API, rendering PDFs in its own process, still
-# sheds a request now and then with a 503 under these 20 owners (docs/benchmarks.md "Load").
-pytestmark = pytest.mark.load
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "load" / "locustfile.py"
 BOUNCING = ["bounce-smoke-1@example.com", "bounce-smoke-2@example.com"]

@@ -460,5 +460,9 @@ def judge(answer: ResponseContextManager, expected: tuple[int, ...]) -> None:
         answer.success()
     elif status in expected:
         answer.success()
+    elif status == 0:
+        # No answer at all: what the client met instead (refused, reset, closed...).
+        error = getattr(answer, "error", None)
+        answer.failure(f"no answer: {type(error).__name__}: {str(error)[:200]}")
     else:
         answer.failure(f"{status}: {answer.text[:200]}")

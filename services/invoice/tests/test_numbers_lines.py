@@ -5,8 +5,12 @@ import asyncio
 import uuid
 
 import httpx
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.testing.identity import TestIssuer
+from invoice import repository
+from invoice.models import Client
 
 from .factories import create_client, create_invoice
 
@@ -34,6 +38,55 @@ async def test_numbers_run_per_owner_and_never_repeat_under_concurrent_creation(
     fetched = await api.get(f"/api/invoices/{seed.json()['id']}", headers=auth)
     assert seed.status_code == 201
     assert fetched.json()["number"] == "INV-000010"
+
+
+async def lock_waits(session: AsyncSession) -> int:
+    """Transactions of this schema waiting for a lock now."""
+    waiting = await session.scalar(
+        text(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t"
+            " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
+            " WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()"
+        )
+    )
+    return int(waiting or 0)
+
+
+async def test_a_creation_waits_for_a_transaction_holding_its_client_instead_of_deadlocking(
+    api: httpx.AsyncClient,
+    auth: dict[str, str],
+    owner: uuid.UUID,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """An import locks a client, then takes the owner's next number. A creation that took the
+    number first and then needed the client (its insert's foreign key) deadlocked with it,
+    and the loser answered 503 under load."""
+    client = await create_client(api, auth)
+    await create_invoice(api, auth, client["id"])
+    async with sessionmaker() as importing, sessionmaker() as watching:
+        async with importing.begin():
+            await importing.execute(
+                select(Client).where(Client.id == client["id"]).with_for_update()
+            )
+            creating = asyncio.create_task(
+                api.post(
+                    "/api/invoices",
+                    json={"client_id": client["id"], "description": "x", "amount": "1.00"},
+                    headers=auth,
+                )
+            )
+            for _ in range(3000):
+                if await lock_waits(watching):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the creation never waited for a lock")
+            taken = await repository.next_invoice_number(importing, owner)
+        created = await creating
+
+    assert taken == 2
+    assert created.status_code == 201, created.text
+    assert created.json()["number"] == "INV-000003"
 
 
 async def test_lines_add_up_to_the_amount(api: httpx.AsyncClient, auth: dict[str, str]) -> None:

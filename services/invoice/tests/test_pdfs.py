@@ -3,7 +3,13 @@ S3 server, a process), downloaded with an ETag and 304, rendered anew when anyth
 changes, and out of reach of other owners."""
 
 import asyncio
+import contextlib
+import functools
+import os
+import signal
+import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +29,7 @@ from invoice.storage import CachedPdfStore, DirectoryPdfStore
 
 from .conftest import PDF_BUCKET
 from .factories import create_client, create_invoice
+from .rendering import OPEN, gated_render, started_in
 
 
 def writes_of(s3: S3Server, key: str) -> int:
@@ -175,6 +182,120 @@ async def test_another_owners_pdf_is_not_found_like_a_missing_one(
     assert theirs.status_code == 404
     assert (theirs.status_code, theirs.json()) == (missing.status_code, missing.json())
     assert unsigned.status_code == 401
+
+
+# --- the rendering processes ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def gated_app(settings: InvoiceSettings, gate: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An app of its own whose renders wait for the test's word (tests/rendering.py)."""
+    application = create_app(settings, render=functools.partial(gated_render, gate))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gated.test") as api:
+            yield api
+
+
+async def renders_started(gate: Path, count: int = 1) -> set[int]:
+    """The process ids of the renders begun, once there are `count` of them."""
+    for _ in range(6000):
+        if len(started := started_in(gate)) >= count:
+            return started
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {count} renders ever began")
+
+
+async def test_requests_are_answered_while_a_pdf_renders_in_another_process(
+    settings: InvoiceSettings, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """WeasyPrint holds the GIL: rendered in a thread of the API it starved the event loop,
+    and every request of the process waited behind it. The render here does not finish
+    until the test has had an answer to another request."""
+    async with gated_app(settings, tmp_path) as api:
+        client = await create_client(api, auth)
+        invoice = await create_invoice(api, auth, client["id"])
+        download = asyncio.create_task(api.get(invoice["links"]["pdf"], headers=auth))
+        [rendering] = await renders_started(tmp_path)
+
+        listing = await api.get("/api/invoices", headers=auth)
+        render_pending = not download.done()
+        (tmp_path / OPEN).touch()
+        pdf = await download
+
+    assert listing.status_code == 200
+    assert render_pending
+    assert rendering != os.getpid()
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF-")
+
+
+async def test_a_rendering_process_that_dies_is_replaced_and_the_render_done_again(
+    settings: InvoiceSettings, auth: dict[str, str], tmp_path: Path
+) -> None:
+    async with gated_app(settings, tmp_path) as api:
+        client = await create_client(api, auth)
+        invoice = await create_invoice(api, auth, client["id"])
+        download = asyncio.create_task(api.get(invoice["links"]["pdf"], headers=auth))
+        [first] = await renders_started(tmp_path)
+
+        os.kill(first, signal.SIGKILL)
+        again = await renders_started(tmp_path, 2)
+        (tmp_path / OPEN).touch()
+        pdf = await download
+        # The new pool renders the next invoice as usual.
+        other = await create_invoice(api, auth, client["id"])
+        next_pdf = await api.get(other["links"]["pdf"], headers=auth)
+
+    assert again - {first}
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF-")
+    assert next_pdf.status_code == 200
+
+
+# An API process that starts its rendering processes, says their ids, and waits to be killed.
+RENDERING_API = """
+import sys, time
+from pathlib import Path
+from invoice.pdf import PdfRenderer
+from invoice.storage import DirectoryPdfStore
+
+renderer = PdfRenderer(DirectoryPdfStore(Path(sys.argv[1])), 2)
+renderer.start()
+print(*renderer._pool._processes, flush=True)
+time.sleep(600)
+"""
+
+
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def test_rendering_processes_end_when_their_api_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the API leaves its pool's processes behind, waiting for work that never
+    comes: they notice the API is gone and end."""
+    api = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RENDERING_API, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
+    assert api.stdout is not None
+    rendering = [int(pid) for pid in (await api.stdout.readline()).split()]
+    api.kill()
+
+    async def ended() -> None:
+        for _ in range(1200):
+            if not any(running(pid) for pid in rendering):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the rendering processes outlived their API")
+
+    # The API's wait ends once its stdout is closed, which the rendering processes hold too.
+    await asyncio.wait_for(asyncio.gather(ended(), api.wait()), 150)
+    assert len(rendering) == 2
 
 
 def profile(owner: uuid.UUID, **fields: Any) -> service.OwnerProfile:

@@ -42,7 +42,8 @@ class InvoiceSettings(BaseServiceSettings):
     s3_endpoint_url: str | None = None
     # Recently served PDFs kept in memory per process (0: none); see storage.CachedPdfStore.
     pdf_memory_cache_bytes: int = 32 * 1024 * 1024
-    # Renders run in threads (WeasyPrint blocks); at most this many at once per process.
+    # Renders run in a pool of this many processes per API process (WeasyPrint holds the GIL
+    # and would starve the API's event loop in a thread): at most this many at once.
     pdf_render_concurrency: int = 2
 
     # The wallet fee for emailing an invoice, taken through the payment service.

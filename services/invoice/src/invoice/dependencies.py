@@ -11,7 +11,6 @@ from fastapi import Depends, Request
 from invoice.config import InvoiceSettings
 from invoice.payments import PaymentClient
 from invoice.pdf import PdfRenderer
-from invoice.storage import pdf_store
 
 
 async def _settings(request: Request) -> InvoiceSettings:
@@ -51,13 +50,8 @@ AccessToken = Annotated[str, Depends(_access_token)]
 
 
 async def _pdf_renderer(request: Request) -> PdfRenderer:
-    """One renderer per app, over the configured store, made on first use."""
-    state = request.app.state
-    renderer: PdfRenderer | None = getattr(state, "pdf_renderer", None)
-    if renderer is None:
-        settings: InvoiceSettings = state.settings
-        renderer = PdfRenderer(pdf_store(settings), settings.pdf_render_concurrency)
-        state.pdf_renderer = renderer
+    """The app's renderer and its processes, started with the app (main.create_app)."""
+    renderer: PdfRenderer = request.app.state.pdf_renderer
     return renderer
 
 

@@ -82,6 +82,17 @@ class PdfBusy(ProblemError):
         self.headers = {"Retry-After": "2"}
 
 
+class PdfRendererUnavailable(ProblemError):
+    """The rendering processes died twice in a row while rendering: nothing was stored."""
+
+    status = 503
+    title = "PDF renderer unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The invoice's PDF could not be rendered now; try again shortly")
+        self.headers = {"Retry-After": "5"}
+
+
 class InvoiceImported(Conflict):
     """Imported invoices follow their billing platform; only paying them happens here."""
 

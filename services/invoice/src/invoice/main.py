@@ -1,6 +1,8 @@
 """The invoice service's HTTP API."""
 
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import FastAPI
@@ -11,7 +13,9 @@ from common.pagination import CursorCodec
 from invoice import service
 from invoice.config import InvoiceSettings, get_settings
 from invoice.models import IdempotencyKey
+from invoice.pdf import InvoiceDocument, PdfRenderer, render_pdf
 from invoice.router import router, seed_router
+from invoice.storage import pdf_store
 
 DESCRIPTION = """
 Clients and invoices of the signed-in user. Every endpoint but the health checks needs a
@@ -30,8 +34,12 @@ never stored here. A declined card is 402, a payment in progress or an invoice n
 """
 
 
-def create_app(settings: InvoiceSettings | None = None) -> FastAPI:
-    """The API application; uvicorn calls this with --factory."""
+def create_app(
+    settings: InvoiceSettings | None = None,
+    render: Callable[[InvoiceDocument], bytes] = render_pdf,
+) -> FastAPI:
+    """The API application; uvicorn calls this with --factory. Tests may pass what the
+    rendering processes call instead of WeasyPrint."""
     settings = settings or get_settings()
 
     def configure(app: FastAPI) -> None:
@@ -45,10 +53,26 @@ def create_app(settings: InvoiceSettings | None = None) -> FastAPI:
         app.include_router(router)
         app.include_router(seed_router)
 
-    return create_service_app(
+    app = create_service_app(
         settings,
         title="Ledgerline invoice service",
         description=DESCRIPTION,
         configure=configure,
         idempotency_model=IdempotencyKey,
     )
+    shared_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # PDFs render in processes of their own, started with the app (invoice.pdf).
+        renderer = PdfRenderer(pdf_store(settings), settings.pdf_render_concurrency, render)
+        async with shared_lifespan(app):
+            renderer.start()
+            app.state.pdf_renderer = renderer
+            try:
+                yield
+            finally:
+                renderer.close()
+
+    app.router.lifespan_context = lifespan
+    return app

@@ -267,10 +267,15 @@ async def get_invoice_and_client(
     return None if row is None else (row[0], row[1])
 
 
-async def get_client(session: AsyncSession, owner_id: uuid.UUID, client_id: int) -> Client | None:
-    return await session.scalar(
-        select(Client).where(Client.id == client_id, Client.owner_id == owner_id)
-    )
+async def get_client(
+    session: AsyncSession, owner_id: uuid.UUID, client_id: int, *, shared_lock: bool = False
+) -> Client | None:
+    """The owner's client; with `shared_lock`, read-locked until the transaction ends (what
+    inserting an invoice of the client takes anyway, for its foreign key)."""
+    query = select(Client).where(Client.id == client_id, Client.owner_id == owner_id)
+    if shared_lock:
+        query = query.with_for_update(read=True)
+    return await session.scalar(query)
 
 
 async def list_clients(

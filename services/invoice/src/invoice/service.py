@@ -201,7 +201,10 @@ async def create_invoice(
     session: AsyncSession, owner_id: uuid.UUID, new: NewInvoice, *, client_field: str
 ) -> tuple[Invoice, Client]:
     """Create a pending invoice for one of the owner's clients and announce it."""
-    client = await repository.get_client(session, owner_id, new.client_id)
+    # The client first, then the owner's counter, in the order an import takes them: the
+    # invoice's insert locks the client for its foreign key, and taking that after the
+    # counter deadlocked with an import holding the client and waiting for the counter.
+    client = await repository.get_client(session, owner_id, new.client_id, shared_lock=True)
     if client is None:
         raise UnknownClient(client_field)
     lines = [
