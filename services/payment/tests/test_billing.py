@@ -14,11 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, make_url, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import CloudEvent
 from common.metrics import sample
+from common.testing.fault_proxy import FaultProxy
 from common.testing.identity import TestIssuer
 from payment import billing, consumers
 from payment.config import PaymentSettings
@@ -703,6 +704,52 @@ async def test_the_command_starts_the_run_charges_and_prints_the_report(
     again = await run()  # resumes the same run: nothing left to charge
     assert "charged" not in again
     assert charges_for(fakepay, paid) == 1
+
+
+async def test_the_command_waits_out_a_database_outage_and_finishes_the_run(
+    api: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+    owner: uuid.UUID,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: PaymentSettings,
+    clean_billing: None,
+    fakepay: FakePayControl,
+) -> None:
+    """The drill's load run saw the command end with a traceback when its database connection
+    was reset; an operator's run should wait for the database and go on, charging once."""
+    invoice = await add_invoice(
+        sessionmaker, await add_client(api, test_issuer, owner, GOOD_CARD), due=date(2027, 3, 1)
+    )
+    database = make_url(settings.database_url.get_secret_value())
+    async with FaultProxy(database.host or "127.0.0.1", database.port or 3306) as proxy:
+        await proxy.down()
+        through_proxy = database.set(host="127.0.0.1", port=proxy.port)
+        env = {
+            **os.environ,
+            "PAYMENT_DATABASE_URL": through_proxy.render_as_string(hide_password=False),
+            "PAYMENT_FAKEPAY_URL": settings.fakepay_url,
+        }
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "payment.cli", "billing-run", "--as-of", "2027-03-03"),
+            env=env,
+            stdout=PIPE,
+            stderr=STDOUT,
+        )
+        assert process.stdout is not None
+        said: list[str] = []
+        async with asyncio.timeout(60):
+            while not any("database is unavailable" in line for line in said):
+                line = await process.stdout.readline()
+                assert line, "the command ended:\n" + "".join(said)
+                said.append(line.decode())
+        assert charges_for(fakepay, invoice) == 0
+
+        await proxy.up()
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+
+    assert process.returncode == 0, "".join(said) + output.decode()
+    assert "charged 1 of 1" in output.decode()
+    assert charges_for(fakepay, invoice) == 1
 
 
 async def test_sending_an_attempt_again_never_charges_twice(

@@ -6,12 +6,15 @@ starts the billing run of the schedule's latest fire time at or before the date 
 default), or resumes it when it exists, charges what is due beside any running workers (the
 claims share the work), shows progress (a bar on a terminal, plain lines otherwise) and
 prints the run's report. `--dry-run` only shows what a run as of the date would charge.
-Settings come from PAYMENT_* like the service's (docs/payments.md).
+When the database cannot be reached (down, restarting, a connection lost mid-run) it says so,
+waits and resumes, for up to `--patience` seconds (300). Settings come from PAYMENT_* like
+the service's (docs/payments.md).
 """
 
 import argparse
 import asyncio
 import sys
+import time as clock
 import uuid
 from datetime import UTC, date, datetime, time
 
@@ -23,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import create_engine, create_sessionmaker
+from common.errors import database_unavailable
 from common.logging import configure_logging
 from payment import billing
 from payment.config import PaymentSettings, get_settings
@@ -31,6 +35,8 @@ from payment.providers import create_provider
 
 REPORT_FAILURES = 50
 PROGRESS_SECONDS = 0.5
+OUTAGE_PATIENCE_SECONDS = 300
+OUTAGE_MAX_PAUSE_SECONDS = 10
 
 
 def _date(text: str) -> date:
@@ -46,7 +52,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run = commands.add_parser("billing-run", help="start or resume the monthly billing run")
     run.add_argument("--as-of", type=_date, help="charge invoices due by this date (UTC)")
     run.add_argument("--dry-run", action="store_true", help="show what would be charged")
+    run.add_argument(
+        "--patience",
+        type=float,
+        default=OUTAGE_PATIENCE_SECONDS,
+        help="seconds to wait out a database outage before giving up",
+    )
     return parser.parse_args(argv)
+
+
+async def billing_run_through_outages(
+    settings: PaymentSettings,
+    as_of: date | None,
+    dry_run: bool,
+    console: Console,
+    patience: float = OUTAGE_PATIENCE_SECONDS,
+) -> int:
+    """`billing_run`, started again after a database outage until it ends or `patience`
+    seconds of outage have passed. Starting again is safe: the run of a fire time is one
+    row found again, and each item is claimed and charged once (billing.py)."""
+    pause = 1.0
+    gave_up_at = clock.monotonic() + patience
+    while True:
+        try:
+            return await billing_run(settings, as_of, dry_run, console)
+        except Exception as exc:
+            if not database_unavailable(exc) or clock.monotonic() + pause > gave_up_at:
+                raise
+            console.print(
+                f"The database is unavailable ({type(exc).__name__}); resuming in {pause:.0f} s"
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, OUTAGE_MAX_PAUSE_SECONDS)
 
 
 async def billing_run(
@@ -196,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     # Piped output is not cut to 80 columns: a report line holds an invoice id whole.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     started = datetime.now(UTC)
-    code = asyncio.run(billing_run(settings, args.as_of, args.dry_run, console))
+    code = asyncio.run(
+        billing_run_through_outages(settings, args.as_of, args.dry_run, console, args.patience)
+    )
     console.print(f"took {(datetime.now(UTC) - started).total_seconds():.1f} s")
     sys.exit(code)
 
