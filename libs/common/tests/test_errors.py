@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 
+import asyncmy.errors
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -9,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from common.db import create_engine
-from common.errors import PROBLEM_JSON, install_error_handlers
+from common.errors import PROBLEM_JSON, database_unavailable, install_error_handlers
 from common.testing.fault_proxy import FaultProxy
 from common.testing.servers import MysqlServer
 
@@ -77,3 +78,12 @@ async def test_a_broken_statement_is_still_a_500(api: httpx.AsyncClient) -> None
     answer = await api.post("/broken")
     assert answer.status_code == 500
     assert "Duplicate" not in answer.text
+
+
+def test_the_drivers_own_error_of_a_server_gone_away_is_an_outage() -> None:
+    """The drill's user worker exited when MySQL went away just as its outbox relay set up a
+    connection: SQLAlchemy let asyncmy's OperationalError 2006 through unwrapped, and the
+    relay, waiting out only wrapped errors, ended with it."""
+    assert database_unavailable(asyncmy.errors.OperationalError(2006, "MySQL server has gone away"))
+    assert database_unavailable(asyncmy.errors.OperationalError(2013, "Lost connection"))
+    assert not database_unavailable(asyncmy.errors.ProgrammingError(1064, "syntax error"))

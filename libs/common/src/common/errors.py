@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import asyncmy.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -178,6 +179,11 @@ def database_unavailable(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+        return isinstance(code, int) and code in UNAVAILABLE_ERRORS
+    if isinstance(exc, asyncmy.errors.Error):
+        # The driver's own error, where SQLAlchemy lets one through unwrapped: setting a new
+        # connection's isolation level on a server that has just gone away, for one.
+        code = exc.args[0] if exc.args else None
         return isinstance(code, int) and code in UNAVAILABLE_ERRORS
     return isinstance(exc, ConnectionError)
 

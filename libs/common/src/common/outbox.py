@@ -31,6 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from common.errors import database_unavailable
 from common.events import CLOUDEVENTS_CONTENT_TYPE, CloudEvent
 from common.kafka import create_producer, ensure_topics, stop_client
 from common.logging import get_logger
@@ -413,7 +414,13 @@ class OutboxRelay:
                                 await self._publish_pending(producer, publishing)
                                 delay = 0.5
                                 busy = await waiting.wait(stop, self.idle_seconds)
-            except (KafkaError, OSError, DBAPIError) as exc:
+            except Exception as exc:
+                # A database error SQLAlchemy did not wrap (database_unavailable knows them)
+                # is an outage too: waited out, never the end of the worker.
+                if not (
+                    isinstance(exc, (KafkaError, OSError, DBAPIError)) or database_unavailable(exc)
+                ):
+                    raise
                 # The dev broker forgets topics when it restarts: check them again next time.
                 self._known_topics.clear()
                 log.warning("outbox_relay_waiting", error_type=type(exc).__name__, retry_in=delay)
