@@ -87,3 +87,12 @@ def test_the_drivers_own_error_of_a_server_gone_away_is_an_outage() -> None:
     assert database_unavailable(asyncmy.errors.OperationalError(2006, "MySQL server has gone away"))
     assert database_unavailable(asyncmy.errors.OperationalError(2013, "Lost connection"))
     assert not database_unavailable(asyncmy.errors.ProgrammingError(1064, "syntax error"))
+
+
+def test_an_event_handler_meeting_the_drivers_own_outage_error_waits_instead_of_failing() -> None:
+    """Counted as the handler's failure, such an error would dead-letter a good event after
+    a few attempts; an outage is waited out without counting."""
+    from common.inbox import _is_outage
+
+    assert _is_outage(asyncmy.errors.OperationalError(2006, "MySQL server has gone away"))
+    assert not _is_outage(asyncmy.errors.IntegrityError(1062, "Duplicate entry"))

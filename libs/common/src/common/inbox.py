@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
+from common.errors import database_unavailable
 from common.events import CloudEvent
 from common.kafka import (
     DEFAULT_FETCH_MAX_WAIT_MS,
@@ -58,8 +59,10 @@ class InboxMessageMixin:
 
 
 def _is_outage(exc: BaseException) -> bool:
-    """A lost connection or an unreachable server, as opposed to a bad message."""
-    if isinstance(exc, (OSError, KafkaError)):
+    """A lost connection or an unreachable server, as opposed to a bad message: the broker's,
+    or the database's as common.errors tells them (its driver's unwrapped errors too, which
+    would otherwise count as the handler's failures and dead-letter a good event)."""
+    if isinstance(exc, (OSError, KafkaError)) or database_unavailable(exc):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
