@@ -46,9 +46,16 @@ def port_open(host: str, port: int) -> bool:
 
 
 def ensure_mysql() -> None:
-    """Start the local MariaDB when it is installed but stopped; explain when there is none."""
-    if port_open(MYSQL_HOST, MYSQL_PORT):
-        return
+    """Start the local MariaDB when it is installed but stopped (explain when there is none),
+    and let it take the connections a whole suite opens (common.testing.servers)."""
+    if not port_open(MYSQL_HOST, MYSQL_PORT):
+        start_mysql()
+    from common.testing.servers import MysqlServer, allow_connections
+
+    allow_connections(MysqlServer(MYSQL_HOST, MYSQL_PORT, "root", ""))
+
+
+def start_mysql() -> None:
     if not MARIADB_DAEMON.exists():
         sys.exit(
             f"No MySQL answers on {MYSQL_HOST}:{MYSQL_PORT} and MariaDB is not installed.\n"

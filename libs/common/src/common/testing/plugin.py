@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from common.events import CloudEvent
 from common.testing.identity import TestIssuer
 from common.testing.mysql_proxy import MysqlProxy
-from common.testing.servers import MysqlServer, find_kafka, find_mysql
+from common.testing.servers import MysqlServer, allow_connections, find_kafka, find_mysql
 
 
 def stop_all(stack: list[Any]) -> None:
@@ -35,7 +35,9 @@ def stop_all(stack: list[Any]) -> None:
 def mysql_server() -> Iterator[MysqlServer]:
     stack: list[Any] = []
     try:
-        yield find_mysql(stack)
+        server = find_mysql(stack)
+        allow_connections(server)
+        yield server
     finally:
         stop_all(stack)
 

@@ -79,6 +79,39 @@ def logged_process(
                     child.wait(10)
 
 
+# Connections the tests and local runs need at once: every service's processes, two of each
+# API in the replica tests and `make run SCALE=2`, each with its pools (10 + 10 overflow per
+# engine). MySQL's and MariaDB's default of 151 runs out (the replica tests met "Too many
+# connections" on a fresh machine).
+MYSQL_CONNECTIONS_NEEDED = 1000
+
+
+def allow_connections(server: MysqlServer, needed: int = MYSQL_CONNECTIONS_NEEDED) -> None:
+    """Raise the server's `max_connections` to `needed` unless it is already higher (a
+    setting of the running server, as creating schemas is; it lasts until its restart)."""
+    import asyncio
+    import threading
+
+    import asyncmy
+
+    async def raise_limit() -> None:
+        connection = await asyncmy.connect(
+            host=server.host, port=server.port, user=server.user, password=server.password
+        )
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(
+                    f"SET GLOBAL max_connections = GREATEST(@@max_connections, {int(needed)})"
+                )
+        finally:
+            connection.close()
+
+    # In a thread of its own: the caller may be inside a running event loop (pytest-asyncio).
+    thread = threading.Thread(target=asyncio.run, args=(raise_limit(),))
+    thread.start()
+    thread.join()
+
+
 def find_mysql(stack: list[Any]) -> MysqlServer:
     """The MySQL server for this test run; containers started are appended to `stack`."""
     named = os.environ.get("TEST_MYSQL_URL")
