@@ -62,6 +62,9 @@ def _number_to_cents(value: Any) -> Decimal:
         raise ValueError("must be a number with at most two decimals, e.g. 199.99")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
+    if abs(value) >= 1e10:
+        # Before scaling: a float near its largest (9.7e307) becomes infinite times 100.
+        raise ValueError("must be less than 10000000000")
     cents = value * 100
     if abs(cents - round(cents)) > 1e-6:
         raise ValueError("must have at most two decimals")
