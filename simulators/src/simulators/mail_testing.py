@@ -3,6 +3,7 @@ with a typed client for its control API (as simulators.testing does for FakePay)
 
 import http.client
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,6 +11,19 @@ from simulators.process import SimulatorProcess, free_port
 
 
 def _call(base_url: str, method: str, path: str, body: Any = None, timeout: float = 15) -> Any:
+    """A control request; a read is tried again on a dropped connection (the drill's last
+    look at the counts met a reset on a loaded machine, and a read changes nothing)."""
+    for attempt in range(3):
+        try:
+            return _call_once(base_url, method, path, body, timeout)
+        except ConnectionError:
+            if method != "GET" or attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _call_once(base_url: str, method: str, path: str, body: Any, timeout: float) -> Any:
     parts = urlsplit(base_url)
     connection = http.client.HTTPConnection(
         parts.hostname or "127.0.0.1", parts.port, timeout=timeout
