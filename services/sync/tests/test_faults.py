@@ -141,8 +141,11 @@ async def test_bad_invoices_are_skipped_alone_and_counted(
 
 
 async def _run_parked_job_now(pipeline: Pipeline, connection_id: uuid.UUID) -> None:
-    from sqlalchemy import func, update
+    from datetime import timedelta
 
+    from sqlalchemy import update
+
+    from common.outbox import utcnow
     from sync import service
     from sync.models import Connection
 
@@ -150,7 +153,9 @@ async def _run_parked_job_now(pipeline: Pipeline, connection_id: uuid.UUID) -> N
         await session.execute(
             update(Connection)
             .where(Connection.id == connection_id)
-            .values(next_attempt_at=func.now() - 1)
+            # Not SQL's NOW() - 1: that is arithmetic on the number 20261130150000, and at a
+            # whole minute it makes second 99, a date MariaDB refuses.
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
         )
     connection = await pipeline.connection(connection_id)
     if connection.state == JobState.PARKED:

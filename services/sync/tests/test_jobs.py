@@ -4,12 +4,14 @@ change, a removal, a crash or a redelivery do to it."""
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common import metrics
+from common.outbox import utcnow
 from simulators.billing_platform_testing import BillingPlatformControl, BillingPlatformServer
 from sync.jobs import JobRunner
 from sync.models import Connection, JobState, Phase, SyncedRecord
@@ -229,7 +231,8 @@ async def _requeue_now(pipeline: Pipeline, connection_id: uuid.UUID) -> None:
         await session.execute(
             update(Connection)
             .where(Connection.id == connection_id)
-            .values(next_attempt_at=func.now() - 1)
+            # Not SQL's NOW() - 1, number arithmetic that makes second 99 at a whole minute.
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
         )
     async with pipeline.sync_sessions() as session, session.begin():
         assert await service.requeue_due(session, pipeline.runner.settings) >= 1
