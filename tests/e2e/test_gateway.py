@@ -4,9 +4,9 @@ upstream that answers every request with the headers it received."""
 
 import asyncio
 import json
-import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,14 +22,17 @@ REFUSED = "https://evil.example.com"
 
 
 class Echo(BaseHTTPRequestHandler):
-    """Answers 200 with the request's headers as JSON; counts what reached it."""
+    """Answers 200 with the request's headers and its body's length as JSON; counts what
+    reached it."""
 
     protocol_version = "HTTP/1.1"
     seen: list[str] = []
 
     def _answer(self) -> None:
         Echo.seen.append(f"{self.command} {self.path}")
-        body = json.dumps({name.lower(): value for name, value in self.headers.items()}).encode()
+        received = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answer = {name.lower(): value for name, value in self.headers.items()}
+        body = json.dumps({**answer, "received-bytes": len(received)}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -229,6 +232,20 @@ async def test_the_longest_query_a_document_allows_reaches_the_service(
     assert too_long.json()["status"] == 414
 
 
+async def test_a_body_past_the_gateways_memory_buffer_reaches_the_service(
+    plain: tuple[str, Path],
+) -> None:
+    """nginx keeps 16 KiB of a body in memory and spools the rest to a file in its run folder:
+    the test gateway's workers could not write there, and answered such a send with a 500."""
+    url, _ = plain
+    message = {"message": "\u0082" * 100_000}  # 200 KB of UTF-8: over 16 KiB, under 1 MiB
+    async with httpx.AsyncClient(base_url=url) as client:
+        sent = await client.post(f"/api/invoices/{uuid.uuid4()}/send", json=message)
+
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["received-bytes"] == len(sent.request.content) > 16 * 1024
+
+
 # --- the web app's files ----------------------------------------------------------------------
 
 INDEX = b'<!doctype html><title>Ledgerline</title><script src="/assets/app-1a2b3c.js">'
@@ -238,19 +255,9 @@ YEAR = "public, max-age=31536000, immutable"
 
 @pytest.fixture(scope="module")
 def with_app(echo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A gateway whose static root holds a built app: index.html, a hashed asset, a favicon.
-    Not under pytest's temporary folder: nginx's workers run as `nobody` when the tests run
-    as root, and may not enter that folder."""
-    with tempfile.TemporaryDirectory(prefix="ledgerline-web-dist-") as folder:
-        root = Path(folder)
-        root.chmod(0o755)
-        yield from _gateway_with_app(echo, root, tmp_path_factory)
-
-
-def _gateway_with_app(
-    echo: str, root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Path]]:
-    (root / "assets").mkdir(mode=0o755)
+    """A gateway whose static root holds a built app: index.html, a hashed asset, a favicon."""
+    root = tmp_path_factory.mktemp("web-dist")
+    (root / "assets").mkdir()
     (root / "index.html").write_bytes(INDEX)
     (root / "assets" / "app-1a2b3c.js").write_bytes(ASSET)
     (root / "favicon.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')

@@ -17,7 +17,7 @@ GATEWAY_DIR = REPOSITORY / "deploy" / "gateway"
 TEMPLATE = GATEWAY_DIR / "ledgerline.conf.template"
 
 MAIN_CONF = """\
-worker_processes 1;
+{user}worker_processes 1;
 daemon off;
 pid {run}/nginx.pid;
 error_log {run}/error.log warn;
@@ -33,6 +33,11 @@ http {{
     include {run}/ledgerline.conf;
 }}
 """
+
+# Started by root, nginx runs its workers as `nobody`, who cannot write the caller's run folder
+# (pytest makes its folders 0700): a request body past its memory buffer, spooled to a file in
+# `client_body`, was then a 500 from the gateway itself. The workers run as the caller instead.
+WORKER_USER = "user root;\n" if os.geteuid() == 0 else ""
 
 
 # One service's API: its address (`host:port`), or the addresses of its replicas.
@@ -150,7 +155,9 @@ def render(config: GatewayConfig, run_dir: Path) -> Path:
         raise ValueError("the gateway template has a placeholder this renderer does not fill")
     (run_dir / "ledgerline.conf").write_text(site)
     main = run_dir / "nginx.conf"
-    main.write_text(MAIN_CONF.format(run=run_dir, mime_types="/etc/nginx/mime.types"))
+    main.write_text(
+        MAIN_CONF.format(user=WORKER_USER, run=run_dir, mime_types="/etc/nginx/mime.types")
+    )
     return main
 
 
