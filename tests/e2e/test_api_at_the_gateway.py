@@ -36,6 +36,31 @@ async def the_gateway_document(suite: Suite) -> dict[str, Any]:
     return gateway_document(documents)
 
 
+def the_failures(output: str) -> str:
+    """The run's failing cases (each with its request and the curl that repeats it) before its
+    summary: CI shows the start of a failure's message, and the cases are what a reader needs."""
+    failures = output.find("FAILURES")
+    summary = output.find("SUMMARY")
+    if failures == -1 or summary == -1:
+        return output[-12000:]
+    return output[failures : failures + 10000] + "\n[…]\n" + output[summary:]
+
+
+# What marks a server error in a log line: a service's JSON line, the gateway's access line.
+SERVER_ERROR_MARKS = ('"status": 5', '"status":5', '"level": "error"')
+
+
+def server_errors(logs: Path) -> str:
+    """What the suite's processes logged of their server errors (an answer of 5xx, an error
+    with its traceback), for a failure the fuzzer found: the cause is in the service's log."""
+    found = []
+    for log in sorted(logs.rglob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("ERROR:") or any(mark in line for mark in SERVER_ERROR_MARKS):
+                found.append(f"{log.name}: {line}")
+    return "\nserver errors in the suite's logs:\n" + "\n".join(found)[-8000:]
+
+
 async def test_every_link_resolves_at_the_gateway_and_crosses_services(suite: Suite) -> None:
     document = await the_gateway_document(suite)
     dangling = [
@@ -88,7 +113,9 @@ async def test_the_whole_api_answers_as_documented_through_the_gateway(
     run = await asyncio.to_thread(
         subprocess.run, command, capture_output=True, text=True, timeout=900, check=False
     )
-    assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
+    assert run.returncode == 0, (
+        the_failures(run.stdout) + run.stderr[-2000:] + server_errors(suite.logs)
+    )
     # The sequences crossed services: sends the fuzzer made reached the email service.
     emails = await owner.api.get("/api/emails")
     assert emails.status_code == 200, emails.text
