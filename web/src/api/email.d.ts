@@ -325,6 +325,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     ready_health_ready_get: {
@@ -415,6 +424,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_email_api_emails__email_id__get: {
@@ -473,6 +491,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_invoice_emails_api_invoices__invoice_id__emails_get: {
@@ -518,6 +545,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -589,6 +625,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     mailgun_webhook_webhooks_mailgun_post: {
@@ -650,6 +695,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     ses_webhook_webhooks_ses_post: {
@@ -704,6 +758,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -798,6 +798,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     ready_health_ready_get: {
@@ -886,6 +895,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_client_api_clients_post: {
@@ -961,6 +979,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_client_api_clients__client_id__get: {
@@ -1019,6 +1046,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_invoices_api_invoices_get: {
@@ -1068,6 +1104,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1150,6 +1195,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     export_invoices_api_invoices_export_csv_get: {
@@ -1197,6 +1251,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1255,6 +1318,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1329,6 +1401,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1614,6 +1695,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     seed_create_invoice_invoice_post: {
@@ -1858,6 +1948,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -755,6 +755,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     ready_health_ready_get: {
@@ -988,6 +997,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     refund_wallet_internal_wallet_refunds_post: {
@@ -1081,6 +1099,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_payments_api_payments_get: {
@@ -1124,6 +1151,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1189,6 +1225,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     get_wallet_api_wallet_get: {
@@ -1220,6 +1265,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1371,6 +1425,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_payment_methods_api_payment_methods_get: {
@@ -1415,6 +1478,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1562,6 +1634,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_billing_runs_api_billing_runs_get: {
@@ -1605,6 +1686,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1666,6 +1756,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

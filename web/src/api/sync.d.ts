@@ -261,6 +261,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     ready_health_ready_get: {
@@ -337,6 +346,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     create_connection_api_sync_connections_post: {
@@ -406,6 +424,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     delete_connection_api_sync_connections__connection_id__delete: {
@@ -462,6 +489,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     sync_status_api_sync_status_get: {
@@ -509,6 +545,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     request_run_api_sync_runs_post: {
@@ -549,6 +594,15 @@ export interface operations {
             };
             /** @description A sync was asked for a moment ago; see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

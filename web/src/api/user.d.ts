@@ -418,6 +418,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     ready_health_ready_get: {
@@ -485,6 +494,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     login_api_auth__provider__login_get: {
@@ -537,6 +555,15 @@ export interface operations {
             };
             /** @description The provider's discovery document could not be read */
             502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -631,6 +658,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     refresh_api_auth_refresh_post: {
@@ -691,6 +727,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     logout_api_auth_logout_post: {
@@ -740,6 +785,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     logout_all_api_auth_logout_all_post: {
@@ -769,6 +823,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -814,6 +877,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     delete_me_api_users_me_delete: {
@@ -843,6 +915,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -910,6 +991,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     jwks__well_known_jwks_json_get: {
@@ -932,6 +1022,15 @@ export interface operations {
             };
             /** @description Too many requests from this client (the gateway's rate limit); see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database, or at the gateway the service behind the path, did not answer in time; nothing was done, and the same request may be sent again after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

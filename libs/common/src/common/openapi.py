@@ -4,7 +4,9 @@ FastAPI's own document describes its default 422 body as `application/json`, dec
 security and leaves out the answers every protected or body-taking operation can give. This
 rewrites the generated document once: one `Problem` schema (RFC 9457, `application/problem+json`)
 for every error answer, and the answers the shared middleware and handlers give (401 where
-the bearer scheme of `common.auth` applies, 413, 422, 429).
+the bearer scheme of `common.auth` applies, 413, 422, 429, and 503 on every operation: the
+database may be out of reach for any of them, and at the gateway any service may be down or
+slower than the gateway's bound).
 """
 
 from collections.abc import Callable, Iterable
@@ -52,6 +54,10 @@ STANDARD_ANSWERS = {
     413: "The request body is larger than the service accepts",
     422: "Invalid input; `errors` names each invalid field",
     429: "Too many requests from this client (the gateway's rate limit); see Retry-After",
+    503: (
+        "The database, or at the gateway the service behind the path, did not answer in time;"
+        " nothing was done, and the same request may be sent again after Retry-After"
+    ),
 }
 
 
@@ -79,7 +85,7 @@ def describe(document: dict[str, Any]) -> dict[str, Any]:
     schemas["Problem"] = PROBLEM_SCHEMA
     for operation in _operations(document):
         answers: dict[str, Any] = operation.setdefault("responses", {})
-        extra: list[int] = [429]
+        extra: list[int] = [429, 503]
         if operation.get("security"):  # common.auth's bearer scheme, on CurrentUser
             extra.append(401)
         if "requestBody" in operation:
