@@ -65,8 +65,6 @@ def _is_outage(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, KafkaError)) or database_unavailable(exc):
         return True
     if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
         # MySQL client errors 2000-2099 are connection failures ("can't connect", "gone away").
         code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
         return isinstance(code, int) and 2000 <= code < 2100

@@ -55,6 +55,10 @@ SignedMoneyOut = Annotated[
 ]
 
 
+# Seed 001's JSON-number amounts stay below ten billion.
+NUMBER_MONEY_LIMIT = 10_000_000_000
+
+
 def _number_to_cents(value: Any) -> Decimal:
     # JSON numbers arrive as int or float; a float is taken only when it is a whole number
     # of cents, so 199.99 is 199.99 and 1.234 is refused rather than rounded.
@@ -62,17 +66,16 @@ def _number_to_cents(value: Any) -> Decimal:
         raise ValueError("must be a number with at most two decimals, e.g. 199.99")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
-    if abs(value) >= 1e10:
-        # Before scaling: a float near its largest (9.7e307) becomes infinite times 100.
-        raise ValueError("must be less than 10000000000")
+    if abs(value) >= NUMBER_MONEY_LIMIT:
+        # Checked before scaling: a float near its largest (9.7e307) is infinite times 100.
+        # Below it, a whole number of cents cannot round up to the limit.
+        raise ValueError(f"must be less than {NUMBER_MONEY_LIMIT}")
     cents = value * 100
     if abs(cents - round(cents)) > 1e-6:
         raise ValueError("must have at most two decimals")
     amount = Decimal(round(cents)) / 100
     if amount <= 0:
         raise ValueError("must be greater than 0")
-    if amount >= Decimal("1e10"):
-        raise ValueError("must be less than 10000000000")
     return amount.quantize(CENT)
 
 
